@@ -1,0 +1,204 @@
+"""The ``brainalign`` command.  Heavy imports happen inside commands so ``--help`` stays fast."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from brainalign.errors import BrainAlignError
+
+app = typer.Typer(help="Align brain activity (fMRI) with language.", no_args_is_help=True,
+                  pretty_exceptions_enable=False)
+cohort_app = typer.Typer(help="Build, fetch, simulate, validate and describe cohort folders.", no_args_is_help=True)
+build_app = typer.Typer(help="Build a cohort folder from your own files.", no_args_is_help=True)
+app.add_typer(cohort_app, name="cohort")
+cohort_app.add_typer(build_app, name="build")
+console = Console()
+
+
+def _fail(err: Exception) -> None:
+    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _run(fn, *args, **kwargs):
+    """Call ``fn`` turning user errors into a message and exit code 2 (no traceback)."""
+    try:
+        return fn(*args, **kwargs)
+    except (BrainAlignError, FileNotFoundError) as err:
+        _fail(err)
+
+
+# ---------------------------------------------------------------------------------------------------- cohort
+@cohort_app.command("validate")
+def cohort_validate(
+    cohort: Path = typer.Argument(..., help="Cohort folder."),
+    min_timepoints: int = typer.Option(10, help="Shorter time series are reported."),
+) -> None:
+    """Check every file of a cohort and report all problems at once (exit code 1 if any)."""
+    from brainalign.data.validate import validate_cohort
+
+    report = validate_cohort(cohort, min_timepoints=min_timepoints)
+    if report.ok:
+        console.print(f"[green]valid[/]: {report.n_scans} scans, {report.n_subjects} subjects, "
+                      f"arrays: {', '.join(report.kinds)}")
+        return
+    console.print(f"[bold red]{len(report.problems)} problem(s)[/] in {cohort}:", highlight=False)
+    for p in report.problems:
+        console.print(f"  - {p}", highlight=False, markup=False)
+    raise typer.Exit(code=1)
+
+
+@cohort_app.command("info")
+def cohort_info(cohort: Path = typer.Argument(..., help="Cohort folder.")) -> None:
+    """Describe a cohort: atlas, scans, subjects, phenotype columns, exclusions."""
+    from brainalign.data.cohort import Cohort
+    from brainalign.data.validate import describe_columns
+
+    c = _run(Cohort.load, cohort)
+    m = c.meta
+    table = Table(title=f"cohort {m.name}", show_header=False)
+    table.add_row("folder", str(c.root))
+    table.add_row("atlas", f"{m.atlas} ({m.n_rois} ROIs)" + (", networks" if m.roi_networks else "")
+                  + (", coordinates" if m.roi_coords else ""))
+    table.add_row("TR", f"{m.tr} s" if m.tr else "unknown")
+    table.add_row("scans / subjects", f"{len(c)} / {len(set(c.subject_ids))}")
+    table.add_row("arrays", ", ".join(c.kinds))
+    if c.has_timeseries:
+        lengths = [c.timeseries(i).shape[0] for i in range(min(len(c), 50))]
+        table.add_row("time points", f"{min(lengths)}..{max(lengths)} (first {len(lengths)} scans)")
+    for col, text in describe_columns(c.phenotypes).items():
+        table.add_row(f"column {col}", text)
+    counts = m.exclusion_counts()
+    table.add_row("excluded", ", ".join(f"{r}: {n}" for r, n in counts.items()) if counts else "none recorded")
+    if m.description:
+        table.add_row("description", m.description)
+    console.print(table)
+
+
+@cohort_app.command("simulate")
+def cohort_simulate(
+    out: Path = typer.Argument(..., help="Output cohort folder."),
+    n_subjects: int = typer.Option(200, help="Persons."),
+    scans_per_subject: int = typer.Option(1, help="Scans per person."),
+    n_rois: int = typer.Option(100, help="Regions."),
+    n_timepoints: int = typer.Option(150, help="Time points per scan."),
+    sensitive: str = typer.Option("sex", help="Sensitive attribute with a planted effect: sex or age_group."),
+    confound: float = typer.Option(0.0, help="Dependence between diagnosis and the sensitive attribute, 0..1."),
+    n_sites: int = typer.Option(4, help="Acquisition sites."),
+    phenotype_table: Optional[Path] = typer.Option(None, help="ABIDE-style CSV whose site/sex/age/dx mix is resampled."),
+    seed: int = typer.Option(0),
+    overwrite: bool = typer.Option(False, help="Replace an existing folder."),
+) -> None:
+    """Simulate a cohort with planted diagnosis, sensitive-attribute and site effects (truth.json beside it)."""
+    from brainalign.data.simulate import SimulationConfig, simulate_cohort
+
+    config = _run(SimulationConfig, n_subjects=n_subjects, scans_per_subject=scans_per_subject, n_rois=n_rois,
+                  n_timepoints=n_timepoints, sensitive=sensitive, confound=confound, n_sites=n_sites,
+                  phenotype_table=str(phenotype_table) if phenotype_table else None, seed=seed)
+    t0 = time.perf_counter()
+    path = _run(simulate_cohort, out, config, overwrite=overwrite)
+    console.print(f"wrote {path} in {time.perf_counter() - t0:.1f} s (truth: {path / 'truth.json'})")
+
+
+# ---------------------------------------------------------------------------------------------------- benchmark
+def _print_results(results: dict) -> None:
+    from brainalign.evaluation.benchmark import TABLE_COLUMNS
+
+    task = results["task"]
+    has_fair = task["sensitive"] is not None
+    cols = [c for c in TABLE_COLUMNS if has_fair or c[0] in ("auc", "acc", "sen", "spc")]
+    first = next(iter(results["methods"].values()))
+    table = Table(title=f"{task['target']} ({task['positive']} vs {task['negative']}), "
+                        f"{first['reported_split']} set, mean ± std over {results['config']['n_folds']} folds, %"
+                        + (f"; fairness by {task['sensitive']}" if has_fair else ""))
+    table.add_column("method")
+    for _, header in cols:
+        table.add_column(header, justify="right")
+    for name, res in results["methods"].items():
+        table.add_row(name, *[f"{100 * res['mean'][k]:.1f} ± {100 * res['std'][k]:.1f}" for k, _ in cols])
+    console.print(table)
+    if task["excluded"]:
+        console.print("excluded scans: " + ", ".join(f"{r}: {n}" for r, n in task["excluded"].items()))
+
+
+@app.command("benchmark")
+def benchmark(
+    cohort: Path = typer.Option(..., help="Cohort folder."),
+    methods: str = typer.Option("logreg", help="Comma-separated registered method names."),
+    target: str = typer.Option("dx", help="Binary phenotype column to predict."),
+    sensitive: Optional[str] = typer.Option(None, help="Categorical column for fairness metrics (e.g. sex)."),
+    positive: Optional[str] = typer.Option(None, help="Target label counted as positive (default: the non-control label)."),
+    out: Path = typer.Option(..., help="Run folder to write (config.yaml, results.json, results.md, predictions.csv)."),
+    test_size: float = typer.Option(0.2, help="Fraction of persons held out for testing (0: CV only)."),
+    n_folds: int = typer.Option(5, help="Cross-validation folds."),
+    stratify_site: Optional[str] = typer.Option(None, help="Column (e.g. site) to stratify on jointly with the target."),
+    seed: int = typer.Option(0),
+    n_boot: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals (0 to skip)."),
+) -> None:
+    """Run methods under the NeuroLIP protocol (held-out test + person-grouped stratified K-fold)."""
+    results = _benchmark(cohort, [m.strip() for m in methods.split(",") if m.strip()], target, sensitive, positive,
+                         out, test_size, n_folds, stratify_site, seed, n_boot)
+    _print_results(results)
+    console.print(f"results: {out / 'results.json'}, table: {out / 'results.md'}")
+
+
+def _benchmark(cohort, methods, target, sensitive, positive, out, test_size, n_folds, stratify_site, seed, n_boot):
+    from rich.progress import Progress
+
+    from brainalign.evaluation.benchmark import BenchmarkConfig, run_benchmark
+
+    config = BenchmarkConfig(cohort=str(cohort), methods=methods, target=target, sensitive=sensitive,
+                             positive=positive, test_size=test_size, n_folds=n_folds,
+                             stratify_site=stratify_site, seed=seed, n_boot=n_boot)
+    with Progress(console=console, transient=True) as progress:
+        bar = progress.add_task("training", total=len(methods) * n_folds)
+        results = _run(run_benchmark, config, out,
+                       on_fold=lambda name, k: progress.update(bar, advance=1, description=f"{name} fold {k + 1}"))
+    return results
+
+
+# ---------------------------------------------------------------------------------------------------- demo
+@app.command("demo")
+def demo(
+    out: Optional[Path] = typer.Option(None, help="Keep the simulated cohort and run folder here (default: a temp folder)."),
+    n_subjects: int = typer.Option(300, help="Simulated persons."),
+    confound: float = typer.Option(0.6, help="Sex–diagnosis confound of the simulated cohort, 0..1."),
+    seed: int = typer.Option(0),
+) -> None:
+    """Simulate a cohort with a sex–diagnosis confound, run the benchmark, print the table with fairness metrics."""
+    from brainalign.data.simulate import SimulationConfig, simulate_cohort
+    from brainalign.models import available_methods
+
+    t0 = time.perf_counter()
+    root = out or Path(tempfile.mkdtemp(prefix="brainalign-demo-"))
+    cohort_dir, run_dir = root / "cohort", root / "run"
+    config = _run(SimulationConfig, n_subjects=n_subjects, confound=confound, sensitive="sex", seed=seed)
+    console.print(f"[bold]1/2[/] simulating {n_subjects} persons (sex–diagnosis confound {confound}) → {cohort_dir}")
+    _run(simulate_cohort, cohort_dir, config, overwrite=True)
+    truth = json.loads((cohort_dir / "truth.json").read_text())
+    console.print(f"    planted: dx effect in {len(truth['dx_rois'])} ROIs, sex effect in "
+                  f"{len(truth['sensitive_rois'])} other ROIs")
+    methods = [m for m in ("logreg",) if m in available_methods()]
+    console.print(f"[bold]2/2[/] benchmark {', '.join(methods)}: 20% held-out test + 5-fold CV grouped by person")
+    results = _benchmark(cohort_dir, methods, "dx", "sex", None, run_dir, 0.2, 5, "site", seed, 200)
+    _print_results(results)
+    console.print(f"done in {time.perf_counter() - t0:.0f} s; results in {run_dir / 'results.json'}")
+    if out is None:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,9 @@
+"""Methods that learn from a cohort: baselines, NeuroLIP, tokenizers, aligners (registered by name)."""
+
+from brainalign.models.base import Method, Task
+from brainalign.models.registry import available_methods, get_method, register_method
+
+# Importing the modules registers their methods.
+from brainalign.models import linear  # noqa: E402,F401
+
+__all__ = ["Method", "Task", "available_methods", "get_method", "register_method"]

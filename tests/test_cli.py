@@ -1,0 +1,91 @@
+"""The `brainalign` command end to end on small cohorts."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from brainalign.cli import app
+from brainalign.data.cohort import CohortMeta, write_cohort
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def cohort_dir(tmp_path):
+    """60 persons, one scan each, ROI 1 follows ROI 0 in patients."""
+    rng = np.random.default_rng(1)
+    n, R = 60, 8
+    dx = np.array(["autism", "control"] * (n // 2))
+    series = []
+    for d in dx:
+        ts = rng.standard_normal((50, R))
+        if d == "autism":
+            ts[:, 1] += 1.2 * ts[:, 0]
+        series.append(ts)
+    ph = pd.DataFrame({"scan_id": [f"s{i:03d}" for i in range(n)], "subject_id": [f"p{i:03d}" for i in range(n)],
+                       "dx": dx, "sex": ["male", "male", "female", "female"] * (n // 4),
+                       "site": ["A", "B", "C"] * (n // 3)})
+    write_cohort(tmp_path / "c", CohortMeta(name="toy", n_rois=R, tr=2.0), ph, timeseries=series)
+    return tmp_path / "c"
+
+
+def test_help_lists_verbs():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    for verb in ("cohort", "benchmark", "demo"):
+        assert verb in result.output
+
+
+def test_validate_and_info(cohort_dir):
+    result = runner.invoke(app, ["cohort", "validate", str(cohort_dir)])
+    assert result.exit_code == 0 and "valid" in result.output and "60 scans" in result.output
+    result = runner.invoke(app, ["cohort", "info", str(cohort_dir)])
+    assert result.exit_code == 0 and "autism: 30" in result.output
+
+
+def test_validate_lists_every_problem(cohort_dir):
+    np.save(cohort_dir / "timeseries" / "s003.npy", np.ones((50, 8)))
+    (cohort_dir / "timeseries" / "s007.npy").unlink()
+    result = runner.invoke(app, ["cohort", "validate", str(cohort_dir)])
+    assert result.exit_code == 1
+    assert "2 problem(s)" in result.output and "s003" in result.output and "s007" in result.output
+
+
+def test_info_on_broken_cohort_is_a_clear_error(tmp_path):
+    result = runner.invoke(app, ["cohort", "info", str(tmp_path / "absent")])
+    assert result.exit_code == 2 and "does not exist" in result.output
+
+
+def test_benchmark_writes_run_folder(cohort_dir, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["benchmark", "--cohort", str(cohort_dir), "--methods", "logreg", "--target", "dx",
+                                 "--sensitive", "sex", "--out", str(out), "--n-folds", "3", "--n-boot", "50",
+                                 "--stratify-site", "site"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((out / "results.json").read_text())
+    logreg = res["methods"]["logreg"]
+    assert len(logreg["folds"]) == 3 and logreg["mean"]["auc"] > 0.7
+    assert {"auc", "acc", "sen", "spc", "dpd", "deodds", "es_auc"} <= set(logreg["mean"])
+    assert res["task"]["positive"] == "autism"
+    assert "| logreg |" in (out / "results.md").read_text()
+    assert (out / "config.yaml").exists() and (out / "predictions.csv").exists()
+
+
+@pytest.mark.parametrize("args, pattern", [
+    (["--methods", "nosuch"], "unknown method 'nosuch'"),
+    (["--target", "diagnosis"], "column 'diagnosis' is missing"),
+    (["--sensitive", "gender"], "column 'gender' is missing"),
+    (["--target", "site"], "exactly 2 classes"),
+])
+def test_benchmark_bad_input(cohort_dir, tmp_path, args, pattern):
+    base = {"--cohort": str(cohort_dir), "--methods": "logreg", "--target": "dx", "--out": str(tmp_path / "r")}
+    for k, v in zip(args[::2], args[1::2]):
+        base[k] = v
+    result = runner.invoke(app, ["benchmark", *[x for kv in base.items() for x in kv]])
+    assert result.exit_code == 2 and "error" in result.output
+    assert pattern in " ".join(result.output.split())
