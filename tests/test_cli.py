@@ -5,33 +5,17 @@ from __future__ import annotations
 import json
 
 import numpy as np
-import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from brainalign.cli import app
-from brainalign.data.cohort import CohortMeta, write_cohort
 
 runner = CliRunner()
 
 
 @pytest.fixture
-def cohort_dir(tmp_path):
-    """60 persons, one scan each, ROI 1 follows ROI 0 in patients."""
-    rng = np.random.default_rng(1)
-    n, R = 60, 8
-    dx = np.array(["autism", "control"] * (n // 2))
-    series = []
-    for d in dx:
-        ts = rng.standard_normal((50, R))
-        if d == "autism":
-            ts[:, 1] += 1.2 * ts[:, 0]
-        series.append(ts)
-    ph = pd.DataFrame({"scan_id": [f"s{i:03d}" for i in range(n)], "subject_id": [f"p{i:03d}" for i in range(n)],
-                       "dx": dx, "sex": ["male", "male", "female", "female"] * (n // 4),
-                       "site": ["A", "B", "C"] * (n // 3)})
-    write_cohort(tmp_path / "c", CohortMeta(name="toy", n_rois=R, tr=2.0), ph, timeseries=series)
-    return tmp_path / "c"
+def cohort_dir(toy_cohort_dir):
+    return toy_cohort_dir
 
 
 def test_help_lists_verbs():

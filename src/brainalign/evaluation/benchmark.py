@@ -22,7 +22,7 @@ import yaml
 
 from brainalign.data.cohort import Cohort
 from brainalign.errors import BrainAlignError
-from brainalign.evaluation.metrics import bootstrap_ci, evaluate_binary
+from brainalign.evaluation.metrics import bootstrap_metrics, evaluate_binary
 from brainalign.evaluation.protocol import Splits, make_splits
 from brainalign.models import Task, get_method
 
@@ -82,21 +82,15 @@ def _metric_summary(per_fold: list[dict[str, float]]) -> tuple[dict[str, float],
 
 
 def _ci(task: Task, idx: np.ndarray, score: np.ndarray, n_boot: int, seed: int) -> dict[str, dict[str, float]]:
-    """Bootstrap 95% intervals of each metric for one set of scores."""
-    out = {}
+    """Bootstrap 95% intervals of every metric for one set of scores (resampling stratified by label × group)."""
     y = task.y[idx]
-    groups = task.groups[idx] if task.groups is not None else None
-    keys = evaluate_binary(y, score, groups).keys()
-    for key in keys:
-        if groups is None:
-            fn = lambda yy, ss, key=key: evaluate_binary(yy, ss)[key]  # noqa: E731
-            res = bootstrap_ci(fn, y, score, n_boot=n_boot, seed=seed, stratify=y)
-        else:
-            fn = lambda yy, ss, gg, key=key: evaluate_binary(yy, ss, gg)[key]  # noqa: E731
-            res = bootstrap_ci(fn, y, score, groups, n_boot=n_boot, seed=seed, stratify=y)
-        out[key] = {"estimate": float(res.estimate), "low": float(res.low), "high": float(res.high),
-                    "n_failed": int(res.n_failed)}
-    return out
+    if task.groups is None:
+        res = bootstrap_metrics(evaluate_binary, y, score, n_boot=n_boot, seed=seed, stratify=y)
+    else:
+        groups = task.groups[idx]
+        res = bootstrap_metrics(evaluate_binary, y, score, groups, n_boot=n_boot, seed=seed,
+                                stratify=np.column_stack([y, groups]))
+    return {k: r.to_dict() for k, r in res.items()}
 
 
 def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
@@ -118,7 +112,7 @@ def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
             if score.shape != (len(idx),) or not np.isfinite(score).all():
                 raise BrainAlignError(f"method '{name}' returned invalid scores (shape {score.shape}) on fold {k}")
             groups = task.groups[idx] if task.groups is not None else None
-            entry[split_name] = evaluate_binary(task.y[idx], score, groups)
+            entry[split_name] = evaluate_binary(task.y[idx], score, groups, strict=False)
             if split_name == "test":
                 test_scores.append(score)
             preds.append(pd.DataFrame({

@@ -1,0 +1,44 @@
+"""The benchmark runner: structure of results.json, determinism, protocol options."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainalign.evaluation.benchmark import BenchmarkConfig, results_table, run_benchmark
+from brainalign.evaluation.protocol import Splits
+from brainalign.errors import BrainAlignError
+
+
+def config(cohort_dir, **kw):
+    base = dict(cohort=str(cohort_dir), methods=["logreg"], target="dx", sensitive="sex", n_folds=3, n_boot=30)
+    base.update(kw)
+    return BenchmarkConfig(**base)
+
+
+def test_results_structure_and_determinism(toy_cohort_dir):
+    a = run_benchmark(config(toy_cohort_dir))
+    b = run_benchmark(config(toy_cohort_dir))
+    res = a["methods"]["logreg"]
+    assert res["reported_split"] == "test" and len(res["folds"]) == 3
+    for fold in res["folds"]:
+        assert set(fold) >= {"fold", "val", "test", "fit_seconds", "n_train"}
+    assert set(res["test_fold_average"]["auc"]) >= {"estimate", "low", "high"}
+    assert res["mean"] == b["methods"]["logreg"]["mean"]
+    splits = Splits.from_dict(a["splits"])
+    subjects = np.array([f"p{i // 2:03d}" for i in range(len(splits.test) + len(splits.folds[0].train)
+                                                        + len(splits.folds[0].val))])
+    splits.check_no_leakage(subjects)
+    assert "| logreg |" in results_table(a) and "DEOdds" in results_table(a)
+
+
+def test_cross_validation_only_and_no_sensitive(toy_cohort_dir):
+    res = run_benchmark(config(toy_cohort_dir, test_size=0.0, sensitive=None, n_boot=0))
+    entry = res["methods"]["logreg"]
+    assert entry["reported_split"] == "val" and "test_fold_average" not in entry
+    assert "dpd" not in entry["mean"] and "DPD" not in results_table(res)
+
+
+def test_unknown_method_fails_before_training(toy_cohort_dir):
+    with pytest.raises(BrainAlignError, match="unknown method 'nope'"):
+        run_benchmark(config(toy_cohort_dir, methods=["logreg", "nope"]))
