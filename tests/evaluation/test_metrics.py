@@ -350,3 +350,24 @@ def test_errors_are_brainalign_and_value_errors():
     with pytest.raises(ValueError):
         roc_auc([0, 0], [0.1, 0.2])
     assert issubclass(UndefinedMetricError, BrainAlignError)
+
+
+def test_bootstrap_metrics_undefined_nan_keeps_other_keys():
+    from brainalign.evaluation.metrics import bootstrap_metrics, evaluate_binary
+    import functools
+    import warnings
+
+    rng = np.random.default_rng(3)
+    y = np.array([0, 1] * 10)
+    score = np.clip(y * 0.3 + rng.uniform(0, 0.7, 20), 0, 1)
+    groups = np.array(["a"] * 18 + ["b"] * 2)  # group b has one label only: ES-AUC undefined
+    groups[18:] = "b"
+    y[18:] = 0
+    lenient = functools.partial(evaluate_binary, strict=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(BrainAlignError, match="es_auc"):
+            bootstrap_metrics(lenient, y, score, groups, n_boot=40, stratify=y)
+        res = bootstrap_metrics(lenient, y, score, groups, n_boot=40, stratify=y, undefined="nan")
+    assert np.isnan(res["es_auc"].low) and res["es_auc"].n_failed == 40
+    assert np.isfinite(res["auc"].low) and res["auc"].low <= res["auc"].estimate <= res["auc"].high

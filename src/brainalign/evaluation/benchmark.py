@@ -9,6 +9,7 @@ test set), as the paper does; the fold models' averaged test scores also get boo
 
 from __future__ import annotations
 
+import functools
 import json
 import time
 from collections.abc import Callable
@@ -84,12 +85,13 @@ def _metric_summary(per_fold: list[dict[str, float]]) -> tuple[dict[str, float],
 def _ci(task: Task, idx: np.ndarray, score: np.ndarray, n_boot: int, seed: int) -> dict[str, dict[str, float]]:
     """Bootstrap 95% intervals of every metric for one set of scores (resampling stratified by label × group)."""
     y = task.y[idx]
+    lenient = functools.partial(evaluate_binary, strict=False)  # undefined metrics become NaN, not a crash
     if task.groups is None:
-        res = bootstrap_metrics(evaluate_binary, y, score, n_boot=n_boot, seed=seed, stratify=y)
+        res = bootstrap_metrics(lenient, y, score, n_boot=n_boot, seed=seed, stratify=y, undefined="nan")
     else:
         groups = task.groups[idx]
-        res = bootstrap_metrics(evaluate_binary, y, score, groups, n_boot=n_boot, seed=seed,
-                                stratify=np.column_stack([y, groups]))
+        res = bootstrap_metrics(lenient, y, score, groups, n_boot=n_boot, seed=seed,
+                                stratify=np.column_stack([y, groups]), undefined="nan")
     return {k: r.to_dict() for k, r in res.items()}
 
 

@@ -761,13 +761,15 @@ def bootstrap_ci(metric_fn: Callable[..., float], *arrays: Any, n_boot: int = 10
 
 def bootstrap_metrics(metric_fn: Callable[..., Mapping[str, float]], *arrays: Any, n_boot: int = 1000,
                       alpha: float = 0.05, seed: int = 0, stratify: Any = None,
-                      max_failed_frac: float = 0.5) -> dict[str, BootstrapResult]:
+                      max_failed_frac: float = 0.5, undefined: str = "raise") -> dict[str, BootstrapResult]:
     """Bootstrap intervals of several metrics from one pass over the resamples.
 
     Like :func:`bootstrap_ci`, for a ``metric_fn`` that returns a dict of scalars, e.g.
     ``bootstrap_metrics(evaluate_binary, y, score, groups, stratify=y)`` — one resampling loop instead of
     one per metric.  Non-scalar entries (such as ``per_group``) are ignored.  A resample on which
     ``metric_fn`` raises fails for every key; a non-finite value fails for its key only.
+    With ``undefined="nan"``, a key whose interval cannot be formed (too many failed resamples, e.g. a
+    metric undefined on small groups) gets NaN bounds instead of raising; ``n_failed`` says why.
 
     Returns
     -------
@@ -785,7 +787,13 @@ def bootstrap_metrics(metric_fn: Callable[..., Mapping[str, float]], *arrays: An
     out = {}
     for key in keys:
         values = [math.nan if o is None else _as_scalar(o.get(key, math.nan)) for o in outputs]
-        out[key] = _interval(full[key], values, n_boot, alpha, max_failed_frac, first_error, repr(key))
+        try:
+            out[key] = _interval(full[key], values, n_boot, alpha, max_failed_frac, first_error, repr(key))
+        except BrainAlignError:
+            if undefined != "nan":
+                raise
+            n_failed = n_boot - int(np.isfinite(np.asarray(values, dtype=np.float64)).sum())
+            out[key] = BootstrapResult(float(full[key]), math.nan, math.nan, int(n_boot), n_failed, float(alpha))
     return out
 
 
