@@ -109,6 +109,90 @@ def cohort_simulate(
     console.print(f"wrote {path} in {time.perf_counter() - t0:.1f} s (truth: {path / 'truth.json'})")
 
 
+def _read_table(path: Path):
+    import pandas as pd
+
+    try:
+        return pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
+    except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        _fail(BrainAlignError(f"cannot read phenotype table {path}: {err}"))
+
+
+@build_app.command("roi-files")
+def build_roi_files(
+    out: Path = typer.Argument(..., help="Output cohort folder."),
+    phenotypes: Path = typer.Option(..., help="CSV: scan_id, subject_id, roi_path (one (T, R) text file per scan), free columns."),
+    atlas_name: str = typer.Option("cc200", help="Atlas name recorded in cohort.json."),
+    tr: Optional[float] = typer.Option(None, help="Repetition time in seconds."),
+    constant: str = typer.Option("exclude", help="Scans with a constant ROI: exclude (counted) or error."),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Build a cohort from ROI time-series text files (ABIDE PCP *_rois_cc200.1D layout)."""
+    from brainalign.data.builders import build_from_roi_files
+
+    path = _run(build_from_roi_files, out, None, _read_table(phenotypes), atlas_name=atlas_name, tr=tr,
+                constant=constant, overwrite=overwrite)
+    cohort_info(path)
+
+
+@build_app.command("nifti")
+def build_nifti(
+    out: Path = typer.Argument(..., help="Output cohort folder."),
+    phenotypes: Path = typer.Option(..., help="CSV: scan_id, subject_id, func_path (4-D NIfTI per scan), free columns."),
+    atlas: Path = typer.Option(..., help="Atlas: 3-D label image or 4-D probabilistic maps."),
+    atlas_name: str = typer.Option(..., help="Atlas name recorded in cohort.json."),
+    tr: Optional[float] = typer.Option(None, help="Repetition time (default: from the image headers)."),
+    low_pass: Optional[float] = typer.Option(None, help="Low-pass cut-off (Hz)."),
+    high_pass: Optional[float] = typer.Option(None, help="High-pass cut-off (Hz)."),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Build a cohort from 4-D NIfTI images and an atlas through nilearn maskers."""
+    from brainalign.data.builders import build_from_nifti
+
+    path = _run(build_from_nifti, out, None, atlas, _read_table(phenotypes), atlas_name=atlas_name, tr=tr,
+                low_pass=low_pass, high_pass=high_pass, overwrite=overwrite)
+    cohort_info(path)
+
+
+@build_app.command("abide")
+def build_abide(
+    out: Path = typer.Argument(..., help="Output cohort folder."),
+    phenotypes: Path = typer.Option(..., help="ABIDE PCP table Phenotypic_V1_0b_preprocessed1.csv."),
+    roi_dir: Path = typer.Option(..., help="Folder of <FILE_ID>_rois_cc200.1D files."),
+    quality_filter: bool = typer.Option(True, help="Drop subjects with 'fail' in any QC column (NeuroLIP's filter)."),
+    missing: str = typer.Option("error", help="A kept subject without a file: error or exclude (counted)."),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Build an ABIDE cohort from the PCP phenotype table and downloaded ROI files."""
+    from brainalign.data.builders import build_abide_cohort
+
+    path = _run(build_abide_cohort, out, phenotypes, roi_dir, quality_filter=quality_filter, missing=missing,
+                overwrite=overwrite)
+    cohort_info(path)
+
+
+@cohort_app.command("fetch")
+def cohort_fetch(
+    name: str = typer.Argument(..., help="abide | adhd (downloads through nilearn) | adhd-frontal | connattractor (PyPI packages)."),
+    out: Path = typer.Argument(..., help="Output cohort folder."),
+    data_dir: Optional[Path] = typer.Option(None, help="Download cache (default $BRAINALIGN_DATA or ~/.cache/brainalign)."),
+    n_subjects: Optional[int] = typer.Option(None, help="Download only this many subjects (abide, adhd)."),
+    overwrite: bool = typer.Option(False),
+) -> None:
+    """Fetch a public dataset into a cohort folder (the only command that uses the network)."""
+    from brainalign.data.fetchers import fetch_abide, fetch_adhd
+    from brainalign.data.packaged import PACKAGED_DATASETS
+
+    downloads = {"abide": fetch_abide, "adhd": fetch_adhd}
+    if name in downloads:
+        path = _run(downloads[name], out, data_dir=data_dir, n_subjects=n_subjects, overwrite=overwrite)
+    elif name in PACKAGED_DATASETS:
+        path = _run(PACKAGED_DATASETS[name], out, overwrite=overwrite)
+    else:
+        _fail(BrainAlignError(f"unknown dataset '{name}'; choose one of {sorted([*downloads, *PACKAGED_DATASETS])}"))
+    cohort_info(path)
+
+
 # ---------------------------------------------------------------------------------------------------- benchmark
 def _print_results(results: dict) -> None:
     from brainalign.evaluation.benchmark import TABLE_COLUMNS

@@ -85,3 +85,11 @@ def test_logreg_learns_planted_edge(tmp_path):
         get_method("logreg").fit(task, np.flatnonzero(task.y == 1))
     with pytest.raises(BrainAlignError, match="before fit"):
         get_method("logreg").predict_proba(task, test)
+
+
+def test_logreg_fisher_only_for_correlations(tmp_path):
+    c = toy_cohort(tmp_path / "c", n=40)
+    task = Task.from_cohort(c, "dx")
+    assert get_method("logreg").fit(task, np.arange(40)).fisher_ is True
+    task.__dict__["fc_upper"] = task.fc_upper * 3.0  # not correlations any more
+    assert get_method("logreg").fit(task, np.arange(40)).fisher_ is False

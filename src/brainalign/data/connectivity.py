@@ -103,9 +103,11 @@ def pearson_connectivity(
     diag = np.arange(R)
     for start in range(0, n, chunk_size):
         x = np.array(ts[start : start + chunk_size], dtype=dtype)  # (b, T, R), a private copy
+        scale = np.abs(x).max(axis=1)  # (b, R); judged on raw values, since centering leaves residue
+        const = np.ptp(x, axis=1) == 0
         x -= x.mean(axis=1, keepdims=True)
         norm = np.sqrt(np.einsum("btr,btr->br", x, x))  # (b, R)
-        const = norm <= np.finfo(dtype).eps * np.sqrt(T) * (np.abs(x).max(axis=(1, 2))[:, None] + 1)
+        const |= norm <= np.finfo(dtype).eps * np.sqrt(T) * (scale + 1)
         if const.any():
             s, r = np.argwhere(const)[0]
             if constant == "error":
@@ -174,7 +176,8 @@ class ConnectivityFeatures:
         from sklearn.covariance import EmpiricalCovariance, LedoitWolf
 
         cov = LedoitWolf(store_precision=False) if self.shrinkage else EmpiricalCovariance(store_precision=False)
-        return ConnectivityMeasure(cov_estimator=cov, kind=self.kind, vectorize=False, standardize=False)
+        # z-score each ROI first (nilearn's default), so shrinkage does not depend on each ROI's scale
+        return ConnectivityMeasure(cov_estimator=cov, kind=self.kind, vectorize=False, standardize=True)
 
     def fit(self, series: Sequence[np.ndarray], scan_ids: Sequence[str] | None = None) -> ConnectivityFeatures:
         """Fit the group reference (needed for "tangent"); series are (T_i, R) arrays."""

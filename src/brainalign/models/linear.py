@@ -27,13 +27,14 @@ class FCLogisticRegression(Method):
     ----------
     C : float
         Inverse regularisation strength.
-    fisher : bool
-        Apply the Fisher z-transform (arctanh) to correlations first.
+    fisher : bool or None
+        Apply the Fisher z-transform (arctanh) first.  None (default): only when every training value lies in
+        [-1, 1], i.e. the features are correlations (some shipped FC sets are not).
     max_iter : int
     seed : int
     """
 
-    def __init__(self, C: float = 0.05, fisher: bool = True, max_iter: int = 2000, seed: int = 0):
+    def __init__(self, C: float = 0.05, fisher: bool | None = None, max_iter: int = 2000, seed: int = 0):
         self.params: dict[str, Any] = {"C": C, "fisher": fisher, "max_iter": max_iter, "seed": seed}
         self.model_ = None
 
@@ -42,9 +43,11 @@ class FCLogisticRegression(Method):
         if np.unique(y).size < 2:
             raise BrainAlignError(f"logreg: the training split has one class only ({task.target}={y[0]})")
         p = self.params
-        steps = [FunctionTransformer(fisher_z)] if p["fisher"] else []
+        X = task.fc_upper[train]
+        self.fisher_ = p["fisher"] if p["fisher"] is not None else bool(np.abs(X).max() <= 1.0)
+        steps = [FunctionTransformer(fisher_z)] if self.fisher_ else []
         steps += [StandardScaler(), LogisticRegression(C=p["C"], max_iter=p["max_iter"], random_state=p["seed"])]
-        self.model_ = make_pipeline(*steps).fit(task.fc_upper[train], y)
+        self.model_ = make_pipeline(*steps).fit(X, y)
         return self
 
     def predict_proba(self, task: Task, idx: np.ndarray) -> np.ndarray:
