@@ -73,3 +73,33 @@ def test_benchmark_bad_input(cohort_dir, tmp_path, args, pattern):
     result = runner.invoke(app, ["benchmark", *[x for kv in base.items() for x in kv]])
     assert result.exit_code == 2 and "error" in result.output
     assert pattern in " ".join(result.output.split())
+
+
+def test_simulate_validate_benchmark_chain(tmp_path):
+    sim = tmp_path / "sim"
+    result = runner.invoke(app, ["cohort", "simulate", str(sim), "--n-subjects", "60", "--n-rois", "24",
+                                 "--n-timepoints", "60", "--confound", "0.5", "--seed", "3"])
+    assert result.exit_code == 0, result.output
+    truth = json.loads((sim / "truth.json").read_text())
+    assert truth["confound"] == 0.5 and truth["sensitive"] == "sex"
+    assert runner.invoke(app, ["cohort", "validate", str(sim)]).exit_code == 0
+    result = runner.invoke(app, ["cohort", "simulate", str(sim), "--confound", "1.5"])
+    assert result.exit_code == 2 and "confound" in result.output
+
+
+def test_simulate_from_yaml_config(tmp_path):
+    (tmp_path / "sim.yaml").write_text("n_scans: 30\nn_rois: 21\nn_timepoints: 40\nsensitive: age_group\n")
+    result = runner.invoke(app, ["cohort", "simulate", str(tmp_path / "s"), "--config", str(tmp_path / "sim.yaml")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "s" / "truth.json").read_text())["sensitive"] == "age_group"
+    (tmp_path / "bad.yaml").write_text("n_scans: 30\nwarp_speed: 9\n")
+    result = runner.invoke(app, ["cohort", "simulate", str(tmp_path / "b"), "--config", str(tmp_path / "bad.yaml")])
+    assert result.exit_code == 2 and "warp_speed" in result.output
+
+
+def test_demo_runs_and_prints_fairness_table(tmp_path):
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--n-subjects", "80"])
+    assert result.exit_code == 0, result.output
+    assert "DEOdds" in result.output and "logreg" in result.output
+    res = json.loads((tmp_path / "demo" / "run" / "results.json").read_text())
+    assert res["task"]["sensitive"] == "sex" and "dpd" in res["methods"]["logreg"]["mean"]

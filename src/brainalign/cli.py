@@ -6,6 +6,7 @@ import json
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 from typing import Optional
 
@@ -21,7 +22,7 @@ cohort_app = typer.Typer(help="Build, fetch, simulate, validate and describe coh
 build_app = typer.Typer(help="Build a cohort folder from your own files.", no_args_is_help=True)
 app.add_typer(cohort_app, name="cohort")
 cohort_app.add_typer(build_app, name="build")
-console = Console()
+console = Console(width=max(Console().width, 120))  # room for the metric table when output is piped
 
 
 def _fail(err: Exception) -> None:
@@ -87,25 +88,39 @@ def cohort_info(cohort: Path = typer.Argument(..., help="Cohort folder.")) -> No
 @cohort_app.command("simulate")
 def cohort_simulate(
     out: Path = typer.Argument(..., help="Output cohort folder."),
-    n_subjects: int = typer.Option(200, help="Persons."),
-    scans_per_subject: int = typer.Option(1, help="Scans per person."),
-    n_rois: int = typer.Option(100, help="Regions."),
-    n_timepoints: int = typer.Option(150, help="Time points per scan."),
-    sensitive: str = typer.Option("sex", help="Sensitive attribute with a planted effect: sex or age_group."),
-    confound: float = typer.Option(0.0, help="Dependence between diagnosis and the sensitive attribute, 0..1."),
-    n_sites: int = typer.Option(4, help="Acquisition sites."),
+    config: Optional[Path] = typer.Option(None, help="YAML file of SimulationConfig fields (options below override it)."),
+    n_subjects: Optional[int] = typer.Option(None, help="Persons (default: 400 scans' worth)."),
+    scans_per_subject: Optional[int] = typer.Option(None, help="Scans per person (default: 1 or 2 at random)."),
+    n_rois: Optional[int] = typer.Option(None, help="Regions (default 100)."),
+    n_timepoints: Optional[int] = typer.Option(None, help="Time points per scan (default 150)."),
+    sensitive: Optional[str] = typer.Option(None, help="Sensitive attribute with a planted effect: sex (default) or age_group."),
+    confound: Optional[float] = typer.Option(None, help="Dependence between diagnosis and the sensitive attribute, 0..1 (default 0.3)."),
+    n_sites: Optional[int] = typer.Option(None, help="Acquisition sites (default 4)."),
     phenotype_table: Optional[Path] = typer.Option(None, help="ABIDE-style CSV whose site/sex/age/dx mix is resampled."),
-    seed: int = typer.Option(0),
+    seed: Optional[int] = typer.Option(None, help="Seed (default 0)."),
     overwrite: bool = typer.Option(False, help="Replace an existing folder."),
 ) -> None:
-    """Simulate a cohort with planted diagnosis, sensitive-attribute and site effects (truth.json beside it)."""
+    """Simulate a cohort with planted diagnosis, sensitive-attribute and site effects (truth.json beside it).
+
+    Every SimulationConfig field (see brainalign.data.simulate) can be set in the --config YAML.
+    """
+    import yaml
+
     from brainalign.data.simulate import SimulationConfig, simulate_cohort
 
-    config = _run(SimulationConfig, n_subjects=n_subjects, scans_per_subject=scans_per_subject, n_rois=n_rois,
-                  n_timepoints=n_timepoints, sensitive=sensitive, confound=confound, n_sites=n_sites,
-                  phenotype_table=str(phenotype_table) if phenotype_table else None, seed=seed)
+    fields = {}
+    if config is not None:
+        try:
+            fields = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            _fail(BrainAlignError(f"cannot read simulation config {config}: {err}"))
+    given = dict(n_subjects=n_subjects, scans_per_subject=scans_per_subject, n_rois=n_rois,
+                 n_timepoints=n_timepoints, sensitive=sensitive, confound=confound, n_sites=n_sites,
+                 phenotype_table=str(phenotype_table) if phenotype_table else None, seed=seed)
+    fields.update({k: v for k, v in given.items() if v is not None})
+    sim = _run(SimulationConfig.from_dict, fields)
     t0 = time.perf_counter()
-    path = _run(simulate_cohort, out, config, overwrite=overwrite)
+    path = _run(simulate_cohort, out, sim, overwrite=overwrite)
     console.print(f"wrote {path} in {time.perf_counter() - t0:.1f} s (truth: {path / 'truth.json'})")
 
 
@@ -207,9 +222,15 @@ def _print_results(results: dict) -> None:
     table.add_column("method")
     for _, header in cols:
         table.add_column(header, justify="right")
+    cis = []
     for name, res in results["methods"].items():
-        table.add_row(name, *[f"{100 * res['mean'][k]:.1f} ± {100 * res['std'][k]:.1f}" for k, _ in cols])
+        table.add_row(name, *[f"{100 * res['mean'][k]:.1f}±{100 * res['std'][k]:.1f}" for k, _ in cols])
+        ci = res.get("test_fold_average", {}).get("auc")
+        if ci:
+            cis.append(f"{name} {100 * ci['estimate']:.1f} [{100 * ci['low']:.1f}, {100 * ci['high']:.1f}]")
     console.print(table)
+    if cis:
+        console.print("AUC of the fold models' averaged test scores, bootstrap 95% CI: " + "; ".join(cis))
     if task["excluded"]:
         console.print("excluded scans: " + ", ".join(f"{r}: {n}" for r, n in task["excluded"].items()))
 
@@ -239,14 +260,19 @@ def _benchmark(cohort, methods, target, sensitive, positive, out, test_size, n_f
     from rich.progress import Progress
 
     from brainalign.evaluation.benchmark import BenchmarkConfig, run_benchmark
+    from brainalign.evaluation.metrics import UndefinedMetricWarning
 
     config = BenchmarkConfig(cohort=str(cohort), methods=methods, target=target, sensitive=sensitive,
                              positive=positive, test_size=test_size, n_folds=n_folds,
                              stratify_site=stratify_site, seed=seed, n_boot=n_boot)
-    with Progress(console=console, transient=True) as progress:
+    with Progress(console=console, transient=True) as progress, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UndefinedMetricWarning)
         bar = progress.add_task("training", total=len(methods) * n_folds)
         results = _run(run_benchmark, config, out,
                        on_fold=lambda name, k: progress.update(bar, advance=1, description=f"{name} fold {k + 1}"))
+    notes = sorted({str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)})
+    for note in notes:
+        console.print(f"[yellow]note:[/] {note}", highlight=False)
     return results
 
 
@@ -269,8 +295,9 @@ def demo(
     console.print(f"[bold]1/2[/] simulating {n_subjects} persons (sex–diagnosis confound {confound}) → {cohort_dir}")
     _run(simulate_cohort, cohort_dir, config, overwrite=True)
     truth = json.loads((cohort_dir / "truth.json").read_text())
+    phi = truth.get("realised", {}).get("phi_subjects")
     console.print(f"    planted: dx effect in {len(truth['dx_rois'])} ROIs, sex effect in "
-                  f"{len(truth['sensitive_rois'])} other ROIs")
+                  f"{len(truth['sensitive_rois'])} other ROIs" + (f"; realised dx–sex phi {phi:.2f}" if phi is not None else ""))
     methods = [m for m in ("logreg",) if m in available_methods()]
     console.print(f"[bold]2/2[/] benchmark {', '.join(methods)}: 20% held-out test + 5-fold CV grouped by person")
     results = _benchmark(cohort_dir, methods, "dx", "sex", None, run_dir, 0.2, 5, "site", seed, 200)

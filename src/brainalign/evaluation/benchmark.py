@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import json
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -23,7 +24,7 @@ import yaml
 
 from brainalign.data.cohort import Cohort
 from brainalign.errors import BrainAlignError
-from brainalign.evaluation.metrics import bootstrap_metrics, evaluate_binary
+from brainalign.evaluation.metrics import UndefinedMetricWarning, bootstrap_metrics, evaluate_binary
 from brainalign.evaluation.protocol import Splits, make_splits
 from brainalign.models import Task, get_method
 
@@ -86,12 +87,11 @@ def _ci(task: Task, idx: np.ndarray, score: np.ndarray, n_boot: int, seed: int) 
     """Bootstrap 95% intervals of every metric for one set of scores (resampling stratified by label × group)."""
     y = task.y[idx]
     lenient = functools.partial(evaluate_binary, strict=False)  # undefined metrics become NaN, not a crash
-    if task.groups is None:
-        res = bootstrap_metrics(lenient, y, score, n_boot=n_boot, seed=seed, stratify=y, undefined="nan")
-    else:
-        groups = task.groups[idx]
-        res = bootstrap_metrics(lenient, y, score, groups, n_boot=n_boot, seed=seed,
-                                stratify=np.column_stack([y, groups]), undefined="nan")
+    arrays, strata = ((y, score), y) if task.groups is None else \
+        ((y, score, task.groups[idx]), np.column_stack([y, task.groups[idx]]))
+    with warnings.catch_warnings():  # resamples with an undefined metric are counted in n_failed instead
+        warnings.simplefilter("ignore", UndefinedMetricWarning)
+        res = bootstrap_metrics(lenient, *arrays, n_boot=n_boot, seed=seed, stratify=strata, undefined="nan")
     return {k: r.to_dict() for k, r in res.items()}
 
 
