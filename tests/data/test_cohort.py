@@ -99,10 +99,10 @@ def _corrupt(root, what):
     elif what == "bad_json":
         (root / "cohort.json").write_text("{not json")
     elif what == "missing_n_rois":
-        del meta["n_rois"]
+        del meta["n_rois"], meta["roi_labels"]
         (root / "cohort.json").write_text(json.dumps(meta))
-    elif what == "unknown_key":
-        meta["n_roi"] = 3
+    elif what == "alias_clash":
+        meta["TR"] = 3.0
         (root / "cohort.json").write_text(json.dumps(meta))
     elif what == "labels_length":
         meta["roi_labels"] = ["a", "b"]
@@ -142,7 +142,7 @@ def _corrupt(root, what):
     ("no_json", "cohort.json is missing"),
     ("bad_json", "not valid JSON"),
     ("missing_n_rois", "missing required key 'n_rois'"),
-    ("unknown_key", "unknown key"),
+    ("alias_clash", "both 'TR' and 'tr' are given with different values"),
     ("labels_length", "'roi_labels' has 2 entries but n_rois is 6"),
     ("no_csv", "phenotypes.csv is missing"),
     ("no_scan_id", "missing required column 'scan_id'"),
@@ -215,3 +215,16 @@ def test_validate_reports_all_problems_at_once(cohort_dir):
 def test_validate_valid_cohort(cohort_dir):
     report = validate_cohort(cohort_dir)
     assert report.ok and report.timepoints == {"min": T, "max": T}
+
+
+def test_meta_aliases_and_extra_keys_are_kept(cohort_dir):
+    meta = json.loads((cohort_dir / "cohort.json").read_text())
+    for key in ("tr", "n_rois", "roi_labels"):
+        meta.pop(key)
+    meta.update({"TR": 0.8, "atlas_name": "toy6", "roi_names": list("abcdef"), "network_labels": ["x"] * R,
+                 "source": "scanner 3"})
+    (cohort_dir / "cohort.json").write_text(json.dumps(meta))
+    c = Cohort.load(cohort_dir)
+    assert (c.meta.tr, c.meta.atlas, c.n_rois, c.meta.roi_labels[0]) == (0.8, "toy6", R, "a")
+    assert c.meta.roi_networks == ["x"] * R and c.meta.extra == {"source": "scanner 3"}
+    assert c.meta.to_dict()["extra"] == {"source": "scanner 3"}

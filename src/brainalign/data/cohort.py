@@ -32,6 +32,12 @@ CONNECTIVITY_DIR = "connectivity"
 ARRAY_KINDS = (TIMESERIES_DIR, CONNECTIVITY_DIR)
 REQUIRED_COLUMNS = ("scan_id", "subject_id")
 FORMAT_VERSION = 1
+#: Alternative ``cohort.json`` key names accepted on reading.
+META_ALIASES = {
+    "TR": "tr", "repetition_time": "tr", "atlas_name": "atlas", "roi_names": "roi_labels", "labels": "roi_labels",
+    "coordinates": "roi_coords", "roi_mni": "roi_coords", "mni_coords": "roi_coords", "networks": "roi_networks",
+    "network_labels": "roi_networks", "roi_network_labels": "roi_networks",
+}
 _SAFE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
 
@@ -64,6 +70,8 @@ class CohortMeta:
         Scans a builder left out, ``[{"id": ..., "reason": ...}]``; shown by ``cohort info``.
     description : str
         Free text (source, preprocessing).
+    extra : dict
+        Keys of ``cohort.json`` that brainalign does not use, kept as they were.
     """
 
     name: str
@@ -78,6 +86,7 @@ class CohortMeta:
     exclusions: list[dict[str, Any]] = field(default_factory=list)
     description: str = ""
     format_version: int = FORMAT_VERSION
+    extra: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         problems = meta_problems(self)
@@ -91,14 +100,33 @@ class CohortMeta:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> CohortMeta:
+        """Build from ``cohort.json`` content.
+
+        Common alternative key names are accepted (:data:`META_ALIASES`, e.g. ``TR``, ``atlas_name``,
+        ``network_labels``); ``n_rois`` may be left out when ``roi_labels`` is given.  Keys brainalign does
+        not know are kept in ``extra`` (and written back), so other tools' metadata survive.
+        """
+        data = dict(data)
+        problems = []
+        for alias, key in META_ALIASES.items():
+            if alias in data:
+                value = data.pop(alias)
+                if data.get(key) not in (None, "unknown", value):
+                    problems.append(f"both '{alias}' and '{key}' are given with different values; keep one")
+                data[key] = value
+        if isinstance(data.get("atlas"), Mapping):  # {"name": ..., ...}: keep the name, the rest as extra
+            atlas = dict(data["atlas"])
+            data["atlas"] = str(atlas.pop("name", "unknown"))
+            data.setdefault("extra", {})["atlas"] = atlas
+        if "n_rois" not in data and isinstance(data.get("roi_labels"), list):
+            data["n_rois"] = len(data["roi_labels"])
+        problems += [f"missing required key '{k}'" for k in ("name", "n_rois") if k not in data]
+        if problems:
+            raise CohortError(problems, where=META_FILE)
         known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise CohortError([f"unknown key(s) {unknown}; known keys are {sorted(known)}"], where=META_FILE)
-        missing = [k for k in ("name", "n_rois") if k not in data]
-        if missing:
-            raise CohortError([f"missing required key '{k}'" for k in missing], where=META_FILE)
-        return cls(**data)
+        extra = dict(data.pop("extra", {}) or {})
+        extra.update({k: data.pop(k) for k in sorted(set(data) - known)})
+        return cls(**data, extra=extra)
 
     def exclusion_counts(self) -> dict[str, int]:
         """Number of excluded scans per reason."""
