@@ -63,8 +63,9 @@ def pearson_connectivity(
     min_timepoints: int = 10,
     constant: str = "error",
     report: ConstantROIReport | None = None,
-    chunk_size: int = 256,
+    chunk_size: int = 32,
     dtype: type = np.float64,
+    matmul_dtype: type = np.float32,
     out_dtype: type = np.float32,
 ) -> np.ndarray:
     """Pearson correlation matrices of a batch of ROI time series.
@@ -84,7 +85,11 @@ def pearson_connectivity(
     chunk_size : int
         Scans per matrix product (bounds temporary memory to chunk_size * T * R values).
     dtype : numpy float type
-        Accumulation precision (float64 gives < 1e-12 error against an empirical-covariance correlation).
+        Precision of centering and normalisation (float64, so large signal offsets cost no accuracy).
+    matmul_dtype : numpy float type
+        Precision of the products of the normalised series.  float32 (default) is about 1.5x faster and
+        differs from an empirical-covariance correlation by < 2e-6 for T = 200 (see BENCHMARKS.md);
+        float64 gives < 1e-12.
     out_dtype : numpy float type
         Returned dtype.
 
@@ -103,11 +108,11 @@ def pearson_connectivity(
     diag = np.arange(R)
     for start in range(0, n, chunk_size):
         x = np.array(ts[start : start + chunk_size], dtype=dtype)  # (b, T, R), a private copy
-        scale = np.abs(x).max(axis=1)  # (b, R); judged on raw values, since centering leaves residue
-        const = np.ptp(x, axis=1) == 0
-        x -= x.mean(axis=1, keepdims=True)
+        mean = x.mean(axis=1, keepdims=True)
+        x -= mean
         norm = np.sqrt(np.einsum("btr,btr->br", x, x))  # (b, R)
-        const |= norm <= np.finfo(dtype).eps * np.sqrt(T) * (scale + 1)
+        # A constant ROI leaves only rounding residue after centering, which scales with its value.
+        const = norm <= 16 * np.finfo(dtype).eps * np.sqrt(T) * np.abs(mean[:, 0, :])
         if const.any():
             s, r = np.argwhere(const)[0]
             if constant == "error":
@@ -119,8 +124,9 @@ def pearson_connectivity(
                 for b, rois in enumerate(const):
                     if rois.any():
                         report.rois[names[start + b]] = np.flatnonzero(rois).tolist()
-            norm = np.where(const, 1.0, norm)
+            norm = np.where(const, np.inf, norm)  # its correlations become 0
         x /= norm[:, None, :]
+        x = x.astype(matmul_dtype, copy=False)  # unit-norm columns: float32 products err by ~sqrt(T)·eps32
         corr = np.matmul(x.transpose(0, 2, 1), x)  # (b, R, R)
         np.clip(corr, -1.0, 1.0, out=corr)
         corr[:, diag, diag] = 1.0
