@@ -128,9 +128,13 @@ def _read_table(path: Path):
     import pandas as pd
 
     try:
-        return pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
+        table = pd.read_csv(path, dtype={"scan_id": str, "subject_id": str})
     except (OSError, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         _fail(BrainAlignError(f"cannot read phenotype table {path}: {err}"))
+    for col in ("roi_path", "func_path"):  # relative file paths are relative to the table's folder
+        if col in table:
+            table[col] = [p if pd.isna(p) or Path(p).is_absolute() else str(path.parent / p) for p in table[col]]
+    return table
 
 
 @build_app.command("roi-files")

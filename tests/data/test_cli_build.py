@@ -12,9 +12,10 @@ runner = CliRunner()
 
 
 def test_build_roi_files_cli(tmp_path, synth):
+    """File paths in the table are relative to the table's folder."""
     files = [synth.write_1d(tmp_path / f"s{i}.1D", synth.roi_series(i, T=20)) for i in range(3)]
     table = pd.DataFrame({"scan_id": ["s0", "s1", "s2"], "subject_id": ["p0", "p1", "p2"],
-                          "dx": ["autism", "control", "autism"], "roi_path": [str(f) for f in files]})
+                          "dx": ["autism", "control", "autism"], "roi_path": [f.name for f in files]})
     table.to_csv(tmp_path / "ph.csv", index=False)
     result = runner.invoke(app, ["cohort", "build", "roi-files", str(tmp_path / "c"), "--phenotypes",
                                  str(tmp_path / "ph.csv"), "--tr", "2"])

@@ -409,14 +409,7 @@ class PhenotypeTemplate:
         PhenotypeText
         """
         overrides = dict(overrides or {})
-        self._check_overrides(overrides)
-        from_row = {a for a in self._names if a not in overrides and self._known_at_test(a)}
-        hidden = [a for a in self._names if a not in overrides and a not in from_row]
-        if hidden:
-            raise BrainAlignError(
-                f"attribute(s) {hidden} are not known at test time; pass them in overrides to build a prompt"
-            )
-        return self._fill(row if row is not None else {}, overrides, from_row)
+        return self._fill(row if row is not None else {}, overrides, self._prompt_sources(overrides))
 
     def class_prompts(self, row: Mapping[str, Any] | pd.Series | None, attribute: str,
                       classes: Sequence[Any]) -> list[PhenotypeText]:
@@ -447,6 +440,11 @@ class PhenotypeTemplate:
     def prompt_frame(self, df: pd.DataFrame, overrides: Mapping[str, Any]) -> list[PhenotypeText]:
         """:meth:`prompt` for every row of ``df`` (same override for all rows), length n_scans."""
         overrides = dict(overrides)
+        return self._fill_frame(df, overrides, self._prompt_sources(overrides))
+
+    # ------------------------------------------------------------------------------------- internals
+    def _prompt_sources(self, overrides: Mapping[str, Any]) -> set[str]:
+        """Attributes a prompt takes from the table row: those not overridden that are known at test time."""
         self._check_overrides(overrides)
         from_row = {a for a in self._names if a not in overrides and self._known_at_test(a)}
         hidden = [a for a in self._names if a not in overrides and a not in from_row]
@@ -454,9 +452,8 @@ class PhenotypeTemplate:
             raise BrainAlignError(
                 f"attribute(s) {hidden} are not known at test time; pass them in overrides to build a prompt"
             )
-        return self._fill_frame(df, overrides, from_row)
+        return from_row
 
-    # ------------------------------------------------------------------------------------- internals
     def _check_overrides(self, overrides: Mapping[str, Any]) -> None:
         unknown = [a for a in overrides if a not in self.specs]
         if unknown:
