@@ -96,13 +96,16 @@ def _ci(task: Task, idx: np.ndarray, score: np.ndarray, n_boot: int, seed: int) 
 
 
 def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
-               on_fold: Callable[[str, int], None] | None = None) -> tuple[dict[str, Any], list[pd.DataFrame]]:
+               on_fold: Callable[[str, int], None] | None = None,
+               workdir: str | Path | None = None) -> tuple[dict[str, Any], list[pd.DataFrame]]:
     """Train and score one method on every fold; return its results entry and prediction tables."""
     folds, preds = [], []
     test = splits.test
     test_scores = []
     for k, fold in enumerate(splits.folds):
         method = get_method(name, seed=config.seed + k, **config.method_params.get(name, {}))
+        if workdir is not None:
+            method.workdir = Path(workdir) / name / f"fold{k}"
         t0 = time.perf_counter()
         method.fit(task, fold.train)
         fit_s = time.perf_counter() - t0
@@ -165,7 +168,8 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path | None = None,
     }
     all_preds = []
     for name in config.methods:
-        results["methods"][name], preds = run_method(name, task, splits, config, on_fold)
+        workdir = Path(out_dir) / "methods" if out_dir is not None else None
+        results["methods"][name], preds = run_method(name, task, splits, config, on_fold, workdir)
         all_preds += preds
     if out_dir is not None:
         out = Path(out_dir)

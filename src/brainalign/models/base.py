@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -115,27 +117,36 @@ class Task:
         return len(self.y)
 
     @cached_property
+    def fc(self) -> np.ndarray:
+        """(n, R, R) float32 connectivity of all scans, loaded once and shared by all folds and methods."""
+        return self.cohort.connectivity_stack()
+
+    @cached_property
     def fc_upper(self) -> np.ndarray:
-        """(n, R(R-1)/2) connectivity upper triangles of all scans, computed once and shared by all folds."""
-        return self.cohort.fc_upper()
+        """(n, R(R-1)/2) connectivity upper triangles (k=1) of all scans."""
+        iu = np.triu_indices(self.cohort.n_rois, k=1)
+        return self.fc[:, iu[0], iu[1]]
 
 
-class Method:
+class Method(ABC):
     """A learner evaluated by the benchmark runner.
 
     Subclasses set ``name`` through :func:`~brainalign.models.registry.register_method`, take their
     hyper-parameters as keyword arguments (plus ``seed``) and implement :meth:`fit` and :meth:`predict_proba`.
-    Positions index ``task.cohort`` / ``task.y``.
+    Positions index ``task.cohort`` / ``task.y``.  The runner sets ``workdir`` (a folder for checkpoints and
+    maps of this fold) before ``fit`` when it writes a run folder.
     """
 
     name: ClassVar[str] = "method"
+    workdir: Path | None = None
 
+    @abstractmethod
     def fit(self, task: Task, train: np.ndarray) -> Method:
-        raise NotImplementedError
+        """Learn from the scans at positions ``train``."""
 
+    @abstractmethod
     def predict_proba(self, task: Task, idx: np.ndarray) -> np.ndarray:
         """(len(idx),) probability of the positive class."""
-        raise NotImplementedError
 
     def get_params(self) -> dict[str, Any]:
         return dict(vars(self).get("params", {}))

@@ -1,0 +1,1 @@
+"""Encoders that turn text (and brain data) into token and pooled embeddings."""

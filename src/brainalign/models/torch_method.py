@@ -1,0 +1,82 @@
+"""Base for neural methods: keyword arguments split into model and training settings, Lightning fit, batched scoring."""
+
+from __future__ import annotations
+
+import dataclasses
+from abc import abstractmethod
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+
+from brainalign.errors import BrainAlignError
+from brainalign.models.base import Method, Task
+from brainalign.training.trainer import AlignmentModule, IndexedTensors, TrainConfig, fit_module, seed_everything
+
+TRAIN_FIELDS = frozenset(f.name for f in dataclasses.fields(TrainConfig))
+
+
+class TorchMethod(Method):
+    """A :class:`Method` trained with :func:`~brainalign.training.trainer.fit_module`.
+
+    Any keyword argument that names a :class:`TrainConfig` field (``epochs``, ``lr``, ``precision``,
+    ``devices``, ...) is a training setting; the others must be keys of ``model_defaults``.
+
+    Subclasses define ``model_defaults``, optionally ``train_defaults``, and implement :meth:`build_module`,
+    :meth:`tensors` (per-scan inputs) and :meth:`scores` (positive-class probabilities of a batch).
+    """
+
+    model_defaults: ClassVar[dict[str, Any]] = {}
+    train_defaults: ClassVar[dict[str, Any]] = {}
+    predict_batch_size: ClassVar[int] = 64
+
+    def __init__(self, seed: int = 0, **params: Any):
+        unknown = sorted(set(params) - TRAIN_FIELDS - set(self.model_defaults))
+        if unknown:
+            raise TypeError(f"unknown parameter(s) {unknown}; model parameters: {sorted(self.model_defaults)}, "
+                            f"training parameters: {sorted(TRAIN_FIELDS)}")
+        train = {**self.train_defaults, **{k: v for k, v in params.items() if k in TRAIN_FIELDS}, "seed": seed}
+        self.train_config = TrainConfig.from_dict(train)
+        self.model_params = {**self.model_defaults, **{k: v for k, v in params.items() if k not in TRAIN_FIELDS}}
+        self.params = {**self.model_params, **self.train_config.to_dict()}
+        self.module_: AlignmentModule | None = None
+
+    @abstractmethod
+    def build_module(self, task: Task, train: np.ndarray) -> AlignmentModule:
+        """A fresh LightningModule for this task (may look at the training scans, e.g. for text vocabularies)."""
+
+    @abstractmethod
+    def tensors(self, task: Task, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """Per-scan input tensors (first dimension len(idx)) for training and scoring."""
+
+    @abstractmethod
+    def scores(self, module: AlignmentModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """(b,) probability of the positive class for a batch of :meth:`tensors`."""
+
+    def fit(self, task: Task, train: np.ndarray) -> TorchMethod:
+        train = np.asarray(train, dtype=int)
+        classes = np.unique(task.y[train])
+        if classes.size < 2:
+            raise BrainAlignError(f"{self.name}: the training split has one class only "
+                                  f"({task.target}={task.positive if classes[0] else task.negative})")
+        config = self.train_config
+        if self.workdir is not None:
+            config = dataclasses.replace(config, checkpoint_dir=str(Path(self.workdir) / "checkpoints"))
+        seed_everything(config.seed)
+        self.module_ = self.build_module(task, train)
+        fit_module(self.module_, IndexedTensors(**self.tensors(task, train)), config)
+        return self
+
+    def predict_proba(self, task: Task, idx: np.ndarray) -> np.ndarray:
+        if self.module_ is None:
+            raise BrainAlignError(f"{self.name}: predict_proba called before fit")
+        module = self.module_.eval()
+        device = next(module.parameters()).device
+        idx = np.asarray(idx, dtype=int)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(idx), self.predict_batch_size):
+                batch = self.tensors(task, idx[start : start + self.predict_batch_size])
+                out.append(self.scores(module, {k: v.to(device) for k, v in batch.items()}).float().cpu())
+        return torch.cat(out).numpy().astype(float)

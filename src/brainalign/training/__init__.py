@@ -1,0 +1,1 @@
+"""Lightning training shared by every neural method (see trainer.py)."""

@@ -1,0 +1,44 @@
+"""BrainNetTF and the network-transformer encoder."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from brainalign.data.cohort import Cohort
+from brainalign.encoders.brain_network import BrainNetworkEncoder, ClusterNodeAttention, orthonormal_rows
+from brainalign.errors import BrainAlignError
+from brainalign.models import Task, get_method
+
+
+def test_orthonormal_centres_and_encoder_shapes():
+    c = orthonormal_rows(10, 16)
+    assert torch.allclose(c @ c.T, torch.eye(10), atol=1e-5)
+    with pytest.raises(BrainAlignError, match="cannot make 20 orthonormal"):
+        orthonormal_rows(20, 16)
+    enc = BrainNetworkEncoder(10, n_heads=4, ff_dim=32, n_clusters=50)  # 10 ROIs: projected to 12, M capped at 12
+    out = enc(torch.randn(3, 10, 10))
+    assert out["nodes"].shape == (3, 10, 12) and out["clusters"].shape == (3, 12, 12)
+    assert torch.allclose(out["assignment"].sum(-1), torch.ones(3, 10), atol=1e-5)
+    tokens, attn = ClusterNodeAttention(12, 4)(out["clusters"], out["nodes"])
+    assert tokens.shape == (3, 12, 12) and attn.shape == (3, 12, 10)
+    with pytest.raises(BrainAlignError, match="expected connectivity of shape"):
+        enc(torch.randn(3, 10, 9))
+
+
+def test_brainnettf_learns_toy_cohort(toy_cohort_dir):
+    task = Task.from_cohort(Cohort.load(toy_cohort_dir), "dx", "sex")
+    train, test = np.arange(0, 44), np.arange(44, 60)
+    model = get_method("brainnettf", epochs=15, batch_size=8, lr=1e-3, ff_dim=64, n_clusters=8)
+    score = model.fit(task, train).predict_proba(task, test)
+    assert score.shape == (16,) and np.isfinite(score).all()
+    assert ((score > 0.5) == task.y[test]).mean() >= 0.75
+
+
+def test_brainnettf_bad_parameters(toy_cohort_dir):
+    with pytest.raises(BrainAlignError, match="unknown parameter.*depth"):
+        get_method("brainnettf", depth=3)
+    task = Task.from_cohort(Cohort.load(toy_cohort_dir), "dx")
+    with pytest.raises(BrainAlignError, match="one class only"):
+        get_method("brainnettf", epochs=1).fit(task, np.flatnonzero(task.y == 0))
