@@ -94,6 +94,21 @@ def test_constant_nonzero_roi_is_an_error(batch):
         pearson_connectivity(x)
 
 
+@pytest.mark.parametrize("T", [200, 1200])
+def test_constant_roi_detected_for_long_series(T):
+    rng = np.random.default_rng(T)
+    missed = []
+    for value in [*rng.uniform(-1e6, 1e6, 20), *rng.uniform(-1, 1, 20), 1000.1, 3.3, 12345.678]:
+        x = rng.standard_normal((2, T, 6))
+        x[1, :, 4] = value
+        try:
+            pearson_connectivity(x)
+            missed.append(float(value))
+        except BrainAlignError as err:
+            assert "scan '#1': ROI 4 is constant" in str(err)
+    assert not missed, f"constant ROIs not detected at T={T}: {missed[:5]}"
+
+
 def test_constant_zero_policy_and_report(batch):
     x = batch.copy()
     x[1, :, 3] = 0.0

@@ -111,8 +111,9 @@ def pearson_connectivity(
         mean = x.mean(axis=1, keepdims=True)
         x -= mean
         norm = np.sqrt(np.einsum("btr,btr->br", x, x))  # (b, R)
-        # A constant ROI leaves only rounding residue after centering, which scales with its value.
-        const = norm <= 16 * np.finfo(dtype).eps * np.sqrt(T) * np.abs(mean[:, 0, :])
+        # A constant ROI leaves only rounding residue after centering: at most ~T ulps of its value per
+        # point (the mean's worst-case summation error), so its norm is below T·sqrt(T)·eps·|value|.
+        const = norm <= T * np.sqrt(T) * np.finfo(dtype).eps * np.abs(mean[:, 0, :])
         if const.any():
             s, r = np.argwhere(const)[0]
             if constant == "error":
