@@ -39,8 +39,10 @@ def _scan_names(n: int, scan_ids: Sequence[str] | None) -> list[str]:
     return [str(s) for s in scan_ids]
 
 
-def check_timeseries(ts: np.ndarray, scan_ids: Sequence[str] | None = None, min_timepoints: int = 10) -> None:
-    """Raise a clear error if a (n, T, R) batch has the wrong shape, non-finite values or too few points."""
+def check_timeseries(ts: np.ndarray, scan_ids: Sequence[str] | None = None, min_timepoints: int = 10,
+                     check_values: bool = True) -> None:
+    """Raise a clear error if a (n, T, R) batch has the wrong shape, too few points or (``check_values``)
+    non-finite values."""
     if ts.ndim != 3:
         raise BrainAlignError(f"time series batch must be (n_scans, T, R), got shape {ts.shape}")
     n, T, R = ts.shape
@@ -49,11 +51,17 @@ def check_timeseries(ts: np.ndarray, scan_ids: Sequence[str] | None = None, min_
         raise BrainAlignError(f"time series have {T} time points; at least {min_timepoints} are needed")
     if R < 2:
         raise BrainAlignError(f"time series have {R} ROI column(s); at least 2 are needed")
+    if check_values:
+        check_finite(ts, names)
+
+
+def check_finite(ts: np.ndarray, names: Sequence[str], offset: int = 0) -> None:
+    """Raise naming the first scan and ROI with NaN/inf in a (n, T, R) batch (``offset``: position of ts[0])."""
     finite = np.isfinite(ts).all(axis=1)  # (n, R)
     if not finite.all():
         s, r = np.argwhere(~finite)[0]
         n_bad = int((~finite).any(axis=1).sum())
-        raise BrainAlignError(f"scan '{names[s]}': NaN/inf in ROI {r} ({n_bad} scan(s) affected)")
+        raise BrainAlignError(f"scan '{names[offset + s]}': NaN/inf in ROI {r} ({n_bad} scan(s) affected)")
 
 
 def pearson_connectivity(
@@ -101,13 +109,14 @@ def pearson_connectivity(
     if constant not in ("error", "zero"):
         raise BrainAlignError(f"constant must be 'error' or 'zero', got {constant!r}")
     ts = np.asarray(ts) if not isinstance(ts, np.memmap) else ts
-    check_timeseries(ts, scan_ids, min_timepoints)
+    check_timeseries(ts, scan_ids, min_timepoints, check_values=False)  # values: chunk by chunk below
     n, T, R = ts.shape
     names = _scan_names(n, scan_ids)
     out = np.empty((n, R, R), dtype=out_dtype)
     diag = np.arange(R)
     for start in range(0, n, chunk_size):
         x = np.array(ts[start : start + chunk_size], dtype=dtype)  # (b, T, R), a private copy
+        check_finite(x, names, start)
         mean = x.mean(axis=1, keepdims=True)
         x -= mean
         norm = np.sqrt(np.einsum("btr,btr->br", x, x))  # (b, R)

@@ -102,6 +102,9 @@ class TextEncoder(nn.Module):
         local_only = os.environ.get("BRAINALIGN_ALLOW_DOWNLOAD") != "1"
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(str(source), local_files_only=local_only, use_fast=True)
+            from transformers.utils import logging as hf_logging
+
+            hf_logging.disable_progress_bar()  # no "Loading weights" bar in every benchmark fold
             self.model = AutoModel.from_pretrained(str(source), local_files_only=local_only)
         except (OSError, ValueError) as err:
             hint = " (downloads are off: set BRAINALIGN_ALLOW_DOWNLOAD=1 to fetch it)" if local_only else ""

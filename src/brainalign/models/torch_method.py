@@ -50,6 +50,10 @@ class TorchMethod(Method):
     def tensors(self, task: Task, idx: np.ndarray) -> dict[str, torch.Tensor]:
         """Per-scan input tensors (first dimension len(idx)) for training and scoring."""
 
+    def predict_tensors(self, task: Task, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        """Inputs for :meth:`scores` (default: :meth:`tensors`; brain–text methods add class prompts)."""
+        return self.tensors(task, idx)
+
     @abstractmethod
     def scores(self, module: AlignmentModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(b,) probability of the positive class for a batch of :meth:`tensors`."""
@@ -77,6 +81,6 @@ class TorchMethod(Method):
         out = []
         with torch.inference_mode():
             for start in range(0, len(idx), self.predict_batch_size):
-                batch = self.tensors(task, idx[start : start + self.predict_batch_size])
+                batch = self.predict_tensors(task, idx[start : start + self.predict_batch_size])
                 out.append(self.scores(module, {k: v.to(device) for k, v in batch.items()}).float().cpu())
         return torch.cat(out).numpy().astype(float)

@@ -216,7 +216,9 @@ def fit_module(module: AlignmentModule, dataset: Dataset, config: TrainConfig) -
 @contextlib.contextmanager
 def _quiet_lightning():
     """Silence Lightning's start-up banners (GPU/TPU availability, tips) below warning level."""
-    loggers = [logging.getLogger(n) for n in ("lightning.pytorch", "lightning.fabric", "lightning")]
+    names = ("lightning.pytorch", "lightning.fabric", "lightning", "lightning.pytorch.utilities.rank_zero",
+             "lightning.fabric.utilities.rank_zero")
+    loggers = [logging.getLogger(n) for n in names]
     levels = [lg.level for lg in loggers]
     for lg in loggers:
         lg.setLevel(logging.WARNING)

@@ -1,0 +1,266 @@
+"""Brain–text methods: NeuroLIP and the two-tower baselines CLIP, SigLIP and FairCLIP (METHODS §1).
+
+All share the BNT-style brain encoder and the frozen phenotype-text encoder (texts encoded once per unique
+string).  They predict the diagnosis by scoring each scan against one prompt per class — the scan's own
+phenotype text with the target attribute set to that class (attributes known at test time come from the
+scan's row) — and taking a softmax over the two classes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from brainalign.encoders.brain_network import BrainNetworkEncoder, ClusterNodeAttention
+from brainalign.encoders.text import TextBatch
+from brainalign.errors import BrainAlignError
+from brainalign.models.base import Task
+from brainalign.models.phenotype_texts import TaskTexts, sensitive_attributes, shared_text_encoder
+from brainalign.models.registry import register_method
+from brainalign.models.torch_method import TorchMethod
+from brainalign.objectives import (
+    ClipTemperature,
+    SigmoidTemperatureBias,
+    TokenConditionedAttention,
+    attention_distance,
+    calt_loss,
+    clip_loss,
+    fairclip_loss,
+    neurolip_total_loss,
+    siglip_loss,
+    token_node_attention,
+)
+from brainalign.training.trainer import AlignmentModule, TrainConfig
+
+ENCODER_KEYS = ("n_layers", "n_heads", "ff_dim", "n_clusters", "dropout")
+
+
+class BrainTextModule(AlignmentModule):
+    """Brain encoder + projections + the table of unique phenotype-text encodings (non-persistent buffers)."""
+
+    def __init__(self, n_rois: int, texts: TextBatch, train_config: TrainConfig, dim: int, encoder_kw: dict):
+        super().__init__(train_config)
+        self.brain = BrainNetworkEncoder(n_rois, **encoder_kw)
+        self.img_global = nn.Linear(self.brain.dim, dim)
+        self.txt_global = nn.Linear(texts.pooled.shape[-1], dim)
+        # Encodings of the unique texts, rebuilt from the text encoder's cache, so not saved in checkpoints.
+        self.register_buffer("text_pooled", texts.pooled.float(), persistent=False)
+        self.register_buffer("text_attr_tokens", texts.attr_tokens.float(), persistent=False)
+
+    def text_rows(self, text_id: torch.Tensor) -> dict[str, torch.Tensor]:
+        return {"pooled": self.text_pooled[text_id], "attr_tokens": self.text_attr_tokens[text_id]}
+
+
+class NeuroLIPModule(BrainTextModule):
+    """NeuroLIP: local image tokens, TTCA, CALT per attribute, negative gradient, attention distance, global SigLIP."""
+
+    def __init__(self, n_rois: int, texts: TextBatch, train_config: TrainConfig, *, attributes: list[str],
+                 disease: str, sensitive: list[str], dim: int = 128, n_heads: int = 4, beta: float = 1e-3,
+                 negative_gradient: bool = True, attention_loss: bool = True, encoder_kw: dict):
+        super().__init__(n_rois, texts, train_config, dim, encoder_kw)
+        self.attributes, self.disease, self.sensitive = attributes, disease, sensitive
+        self.beta, self.negative_gradient, self.attention_loss = beta, negative_gradient, attention_loss
+        E = self.brain.dim
+        self.local = ClusterNodeAttention(E, encoder_kw.get("n_heads", 4))
+        self.img_local = nn.Linear(E, dim)
+        self.txt_local = nn.Linear(texts.pooled.shape[-1], dim)
+        self.ttca = TokenConditionedAttention(dim, n_heads)
+        self.calt_temperature = nn.ModuleList(SigmoidTemperatureBias() for _ in attributes)
+        self.global_temperature = SigmoidTemperatureBias()
+
+    def brain_tokens(self, fc: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """fc (B, N, N) → local tokens v_loc (B, M, D), cluster→node attention (B, M, N), global token (B, D)."""
+        out = self.brain(fc)
+        local, a_mhsa = self.local(out["clusters"], out["nodes"])
+        return self.img_local(local), a_mhsa, self.img_global(out["clusters"].mean(1))
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        v_loc, a_mhsa, v_g = self.brain_tokens(batch["fc"])
+        ids = batch["text_id"]
+        text = self.text_rows(ids)
+        t_attr = self.txt_local(text["attr_tokens"])  # (B, A, D)
+        log_t, b = self.global_temperature()
+        global_loss = siglip_loss(v_g, self.txt_global(text["pooled"]), log_t, b, ids[:, None] == ids[None, :])
+        calt, maps = {}, {}
+        for k, attr in enumerate(self.attributes):  # a handful of attributes; pairs are batched inside
+            cond, attn = self.ttca.pairwise(t_attr[:, k], v_loc)  # (B, B, D), (B, B, M+1)
+            calt[attr] = calt_loss(cond, t_attr[:, k], batch["groups"][:, k], *self.calt_temperature[k]())
+            own = attn.diagonal(dim1=0, dim2=1).T[:, None, :]  # each scan under its own text: (B, 1, M+1)
+            maps[attr] = token_node_attention(own, a_mhsa)[:, 0]  # (B, N)
+        distance = None
+        if self.attention_loss and self.sensitive:
+            distance = torch.stack([attention_distance(maps[self.disease], maps[s]) for s in self.sensitive]).mean()
+        return neurolip_total_loss(global_loss, calt, set(self.sensitive), distance, self.beta,
+                                   self.negative_gradient)
+
+    def class_logits(self, fc: torch.Tensor, prompt_attr: torch.Tensor) -> torch.Tensor:
+        """fc (b, N, N), prompt attribute tokens (b, C, A, H) → CALT logits (b, C) of the disease token."""
+        v_loc, _, _ = self.brain_tokens(fc)
+        k = self.attributes.index(self.disease)
+        q = self.txt_local(prompt_attr[:, :, k])  # (b, C, D)
+        cond, _ = self.ttca(q, v_loc)  # each scan's image under its C prompts: (b, C, D)
+        log_t, bias = self.calt_temperature[k]()
+        return log_t.exp() * F.cosine_similarity(cond, q, dim=-1) + bias
+
+    def attribute_maps(self, fc: torch.Tensor, text_id: torch.Tensor) -> torch.Tensor:
+        """Token→node maps A (b, A, N) of each attribute's value token in each scan's own text."""
+        v_loc, a_mhsa, _ = self.brain_tokens(fc)
+        q = self.txt_local(self.text_rows(text_id)["attr_tokens"])  # (b, A, D)
+        _, attn = self.ttca(q, v_loc)  # (b, A, M+1)
+        return token_node_attention(attn, a_mhsa)
+
+
+class TwoTowerModule(BrainTextModule):
+    """Global brain and text embeddings aligned by CLIP, SigLIP or FairCLIP."""
+
+    def __init__(self, n_rois: int, texts: TextBatch, train_config: TrainConfig, *, objective: str, dim: int = 128,
+                 fair_lambda: float = 1e-4, fair_blur: float = 1e-4, encoder_kw: dict):
+        super().__init__(n_rois, texts, train_config, dim, encoder_kw)
+        self.objective, self.fair_lambda, self.fair_blur = objective, fair_lambda, fair_blur
+        self.temperature = SigmoidTemperatureBias() if objective == "siglip" else ClipTemperature()
+
+    def brain_embedding(self, fc: torch.Tensor) -> torch.Tensor:
+        return self.img_global(self.brain(fc)["clusters"].mean(1))
+
+    def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        img = self.brain_embedding(batch["fc"])
+        ids = batch["text_id"]
+        txt = self.txt_global(self.text_rows(ids)["pooled"])
+        positives = ids[:, None] == ids[None, :]
+        if self.objective == "siglip":
+            loss = siglip_loss(img, txt, *self.temperature(), positives)
+        elif self.objective == "fairclip":
+            loss = fairclip_loss(img, txt, self.temperature(), batch["sensitive"], self.fair_lambda, self.fair_blur,
+                                 positives)
+        else:
+            loss = clip_loss(img, txt, self.temperature(), positives)
+        return loss, {self.objective: loss.detach()}
+
+    def class_logits(self, fc: torch.Tensor, prompt_pooled: torch.Tensor) -> torch.Tensor:
+        """fc (b, N, N), prompt pooled embeddings (b, C, H) → similarity logits (b, C)."""
+        img = F.normalize(self.brain_embedding(fc), dim=-1)[:, None, :]
+        txt = F.normalize(self.txt_global(prompt_pooled), dim=-1)
+        return (img * txt).sum(-1)  # the temperature does not change the softmax ranking; probabilities use cos
+
+
+class BrainTextMethod(TorchMethod):
+    """Common fit/predict for brain–text methods: texts built and encoded once, prompts per class at prediction."""
+
+    text_defaults: ClassVar[dict[str, Any]] = {"template": None, "text_model": None, "dim": 128,
+                                               "n_layers": 2, "n_heads": 4, "ff_dim": 1024, "n_clusters": 100,
+                                               "dropout": 0.1}
+    train_defaults = {"epochs": 30, "batch_size": 32, "lr": 1e-4, "weight_decay": 1e-4, "warmup_frac": 0.03}
+
+    def encoder(self):
+        return shared_text_encoder(self.model_params["text_model"])
+
+    def encoder_kw(self) -> dict[str, Any]:
+        return {k: self.model_params[k] for k in ENCODER_KEYS}
+
+    def prepare(self, task: Task, train: np.ndarray) -> None:
+        self.texts_ = TaskTexts.build(task, self.encoder(), self.model_params["template"])
+        self.seen_ = self.texts_.seen_category_words(train)
+        self.sensitive_ = sensitive_attributes(self.texts_.template, task, self.model_params.get("sensitive_attributes"))
+
+    def tensors(self, task: Task, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        out = {"fc": torch.from_numpy(np.ascontiguousarray(task.fc[idx])),
+               "text_id": torch.from_numpy(self.texts_.text_id[idx]),
+               "groups": torch.from_numpy(self.texts_.groups[idx])}
+        if task.groups is not None:
+            codes = np.unique(task.groups, return_inverse=True)[1]
+            out["sensitive"] = torch.from_numpy(codes[idx].astype(np.int64))
+        return out
+
+    def predict_tensors(self, task: Task, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        _, prompts = self.texts_.class_prompts(task, idx, self.encoder(), self.seen_)
+        b = len(idx)
+        return {"fc": torch.from_numpy(np.ascontiguousarray(task.fc[idx])),
+                "prompt_pooled": prompts.pooled.reshape(b, 2, -1),
+                "prompt_attr": prompts.attr_tokens.reshape(b, 2, *prompts.attr_tokens.shape[1:])}
+
+
+@register_method("neurolip")
+class NeuroLIP(BrainTextMethod):
+    """NeuroLIP (Yang & Li, 2025): token-conditioned alignment of FC with phenotype text, fair by design.
+
+    Model parameters (besides the encoder's): ``beta`` (1e-3, weight of the attention distance),
+    ``negative_gradient`` (True), ``attention_loss`` (True) — the Table 2 ablations turn these off —
+    ``ttca_heads`` (4), ``sensitive_attributes`` (default: the template attribute reading the sensitive column).
+    """
+
+    model_defaults = {**BrainTextMethod.text_defaults, "beta": 1e-3, "negative_gradient": True,
+                      "attention_loss": True, "ttca_heads": 4, "sensitive_attributes": None}
+
+    def build_module(self, task: Task, train: np.ndarray) -> NeuroLIPModule:
+        self.prepare(task, train)
+        p = self.model_params
+        return NeuroLIPModule(task.cohort.n_rois, self.texts_.features, self.train_config,
+                              attributes=self.texts_.attributes, disease=self.texts_.target_attribute,
+                              sensitive=self.sensitive_, dim=p["dim"], n_heads=p["ttca_heads"], beta=p["beta"],
+                              negative_gradient=p["negative_gradient"], attention_loss=p["attention_loss"],
+                              encoder_kw=self.encoder_kw())
+
+    def scores(self, module: NeuroLIPModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.softmax(module.class_logits(batch["fc"], batch["prompt_attr"]), dim=-1)[:, 1]
+
+    def token_maps(self, task: Task, idx: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
+        """Maps of every attribute-value token of each scan's own text: (n, A, N), and the value words (n × A)."""
+        module = self.module_.eval()
+        device = next(module.parameters()).device
+        idx = np.asarray(idx, dtype=int)
+        maps = []
+        with torch.inference_mode():
+            for start in range(0, len(idx), self.predict_batch_size):
+                chunk = idx[start : start + self.predict_batch_size]
+                t = self.tensors(task, chunk)
+                maps.append(module.attribute_maps(t["fc"].to(device), t["text_id"].to(device)).float().cpu())
+        words = [[self.texts_.unique[t].value(a) for a in self.texts_.attributes] for t in self.texts_.text_id[idx]]
+        return torch.cat(maps).numpy(), words
+
+
+class TwoTowerMethod(BrainTextMethod):
+    objective: ClassVar[str] = "clip"
+    model_defaults = dict(BrainTextMethod.text_defaults)
+
+    def build_module(self, task: Task, train: np.ndarray) -> TwoTowerModule:
+        self.prepare(task, train)
+        extra = {k: self.model_params[k] for k in ("fair_lambda", "fair_blur") if k in self.model_params}
+        return TwoTowerModule(task.cohort.n_rois, self.texts_.features, self.train_config, objective=self.objective,
+                              dim=self.model_params["dim"], encoder_kw=self.encoder_kw(), **extra)
+
+    def scores(self, module: TwoTowerModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        logits = module.class_logits(batch["fc"], batch["prompt_pooled"])
+        scale = module.temperature()[0] if self.objective == "siglip" else module.temperature()
+        return torch.softmax(scale.exp() * logits, dim=-1)[:, 1]
+
+
+@register_method("clip")
+class CLIPBaseline(TwoTowerMethod):
+    """CLIP: symmetric InfoNCE between global brain and text embeddings, learnable temperature (init 1/0.07)."""
+
+    objective = "clip"
+
+
+@register_method("siglip")
+class SigLIPBaseline(TwoTowerMethod):
+    """SigLIP: pairwise sigmoid loss between global brain and text embeddings (t = 10, b = −10 at start)."""
+
+    objective = "siglip"
+
+
+@register_method("fairclip")
+class FairCLIPBaseline(TwoTowerMethod):
+    """FairCLIP: CLIP + λ · Sinkhorn distance between batch and per-group similarity distributions
+    (``fair_lambda`` 1e-4, ``fair_blur`` 1e-4; groups are the task's sensitive attribute)."""
+
+    objective = "fairclip"
+    model_defaults = {**BrainTextMethod.text_defaults, "fair_lambda": 1e-4, "fair_blur": 1e-4}
+
+    def fit(self, task: Task, train: np.ndarray) -> FairCLIPBaseline:
+        if task.groups is None:
+            raise BrainAlignError("fairclip needs a sensitive attribute (benchmark --sensitive COLUMN)")
+        return super().fit(task, train)
