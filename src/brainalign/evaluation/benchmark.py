@@ -26,7 +26,9 @@ from brainalign.data.cohort import Cohort
 from brainalign.errors import BrainAlignError
 from brainalign.evaluation.metrics import UndefinedMetricWarning, bootstrap_metrics, evaluate_binary
 from brainalign.evaluation.protocol import Splits, make_splits
+from brainalign.explain.token_maps import mean_token_maps, score_token_maps, write_token_maps
 from brainalign.models import Task, get_method
+from brainalign.report.html import write_report
 
 #: Table columns in the paper's layout: (metric key, header).
 TABLE_COLUMNS = [("auc", "AUC"), ("acc", "ACC"), ("sen", "SEN"), ("spc", "SPC"),
@@ -97,9 +99,13 @@ def _ci(task: Task, idx: np.ndarray, score: np.ndarray, n_boot: int, seed: int) 
 
 def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
                on_fold: Callable[[str, int], None] | None = None,
-               workdir: str | Path | None = None) -> tuple[dict[str, Any], list[pd.DataFrame]]:
-    """Train and score one method on every fold; return its results entry and prediction tables."""
-    folds, preds = [], []
+               workdir: str | Path | None = None) -> tuple[dict[str, Any], list[pd.DataFrame], list]:
+    """Train and score one method on every fold.
+
+    Returns its results entry, its prediction tables, and its token maps per fold (empty for methods
+    without ``token_maps``; computed on the test scans, or the validation scans without a test set).
+    """
+    folds, preds, maps = [], [], []
     test = splits.test
     test_scores = []
     for k, fold in enumerate(splits.folds):
@@ -124,6 +130,8 @@ def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
                 "method": name, "fold": k, "split": split_name, "scan_id": task.cohort.scan_ids[idx],
                 "y": task.y[idx], "group": groups if groups is not None else "", "score": score,
             }))
+        if hasattr(method, "token_maps"):
+            maps.append(method.token_maps(task, test if len(test) else fold.val))
         folds.append(entry)
         if on_fold is not None:
             on_fold(name, k)
@@ -134,15 +142,16 @@ def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
     if len(test) and config.n_boot > 0:
         ensemble = np.mean(test_scores, axis=0)
         result["test_fold_average"] = _ci(task, test, ensemble, config.n_boot, config.seed)
-    return result, preds
+    return result, preds, maps
 
 
 def run_benchmark(config: BenchmarkConfig, out_dir: str | Path | None = None,
                   on_fold: Callable[[str, int], None] | None = None) -> dict[str, Any]:
     """Run every method of ``config`` under the protocol; write the run folder if ``out_dir`` is given.
 
-    Writes ``config.yaml``, ``results.json``, ``results.md`` (the table) and ``predictions.csv``
-    (scan, method, fold, split, label, group, score).
+    Writes ``config.yaml``, ``results.json``, ``results.md`` (the table), ``predictions.csv``
+    (scan, method, fold, split, label, group, score), ``report.html``, and for methods with token maps
+    ``token_maps_<method>.csv`` (rows = tokens, columns = ROIs; NIfTI too when the atlas image is known).
 
     Returns
     -------
@@ -166,11 +175,14 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path | None = None,
         "splits": splits.to_dict(),
         "methods": {},
     }
-    all_preds = []
+    all_preds, all_maps = [], {}
     for name in config.methods:
         workdir = Path(out_dir) / "methods" if out_dir is not None else None
-        results["methods"][name], preds = run_method(name, task, splits, config, on_fold, workdir)
+        results["methods"][name], preds, maps = run_method(name, task, splits, config, on_fold, workdir)
         all_preds += preds
+        if maps:
+            all_maps[name] = maps
+    token_frames = {name: _token_map_summary(maps, task, results["methods"][name]) for name, maps in all_maps.items()}
     if out_dir is not None:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -178,7 +190,25 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path | None = None,
         (out / "results.json").write_text(json.dumps(results, indent=2) + "\n")
         (out / "results.md").write_text(results_table(results) + "\n")
         pd.concat(all_preds).to_csv(out / "predictions.csv", index=False)
+        for name, frame in token_frames.items():
+            write_token_maps(frame, out, task.cohort.meta.roi_labels, task.cohort.atlas_image_path(),
+                             prefix=f"token_maps_{name}")
+        write_report(out, results, token_maps=token_frames)
     return results
+
+
+def _token_map_summary(maps: list, task: Task, result: dict[str, Any]) -> pd.DataFrame:
+    """Mean map per attribute-value token over the evaluated scans of every fold; on a simulated cohort,
+    each token's map is scored against the planted ROIs (AUROC) into ``result["token_map_scores"]``."""
+    stacked = np.concatenate([m.maps for m in maps])
+    words = [w for m in maps for w in m.words]
+    frame = mean_token_maps(stacked, words, task.cohort.meta.roi_labels)
+    truth_path = task.cohort.root / "truth.json"
+    if truth_path.exists():
+        truth = json.loads(truth_path.read_text())
+        result["token_map_scores"] = score_token_maps(frame, truth, maps[0].tokens_with_role("disease"),
+                                                      maps[0].tokens_with_role("sensitive"))
+    return frame
 
 
 def results_table(results: dict[str, Any]) -> str:

