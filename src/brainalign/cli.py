@@ -241,37 +241,74 @@ def _print_results(results: dict) -> None:
 
 @app.command("benchmark")
 def benchmark(
-    cohort: Path = typer.Option(..., help="Cohort folder."),
-    methods: str = typer.Option("logreg", help="Comma-separated registered method names."),
-    target: str = typer.Option("dx", help="Binary phenotype column to predict."),
+    cohort: Optional[Path] = typer.Option(None, help="Cohort folder."),
+    methods: Optional[str] = typer.Option(None, help="Comma-separated registered method names (default logreg)."),
+    target: Optional[str] = typer.Option(None, help="Binary phenotype column to predict (default dx)."),
     sensitive: Optional[str] = typer.Option(None, help="Categorical column for fairness metrics (e.g. sex)."),
     positive: Optional[str] = typer.Option(None, help="Target label counted as positive (default: the non-control label)."),
-    out: Path = typer.Option(..., help="Run folder to write (config.yaml, results.json, results.md, predictions.csv)."),
-    test_size: float = typer.Option(0.2, help="Fraction of persons held out for testing (0: CV only)."),
-    n_folds: int = typer.Option(5, help="Cross-validation folds."),
+    out: Path = typer.Option(..., help="Run folder (config.yaml, results.json, results.md, predictions.csv, report.html)."),
+    config: Optional[Path] = typer.Option(None, help="YAML of BenchmarkConfig fields (see configs/); options given here override it."),
+    ablation: bool = typer.Option(False, "--ablation", help="Add NeuroLIP's Table 2 ablation rows."),
+    set_: list[str] = typer.Option([], "--set", help="Method parameter, METHOD.PARAM=VALUE (repeatable), e.g. neurolip.epochs=20."),
+    test_size: Optional[float] = typer.Option(None, help="Fraction of persons held out for testing (default 0.2; 0: CV only)."),
+    n_folds: Optional[int] = typer.Option(None, help="Cross-validation folds (default 5)."),
     stratify_site: Optional[str] = typer.Option(None, help="Column (e.g. site) to stratify on jointly with the target."),
-    seed: int = typer.Option(0),
-    n_boot: int = typer.Option(1000, help="Bootstrap resamples for confidence intervals (0 to skip)."),
+    seed: Optional[int] = typer.Option(None, help="Seed (default 0)."),
+    n_boot: Optional[int] = typer.Option(None, help="Bootstrap resamples for confidence intervals (default 1000; 0 skips)."),
 ) -> None:
-    """Run methods under the NeuroLIP protocol (held-out test + person-grouped stratified K-fold)."""
-    results = _benchmark(cohort, [m.strip() for m in methods.split(",") if m.strip()], target, sensitive, positive,
-                         out, test_size, n_folds, stratify_site, seed, n_boot)
+    """Run methods under the NeuroLIP protocol (held-out test + person-grouped stratified K-fold).
+
+    Registered methods: logreg, brainnettf, clip, siglip, fairclip, neurolip (and its ablations).
+    Neural methods take training settings too: epochs, batch_size, lr, precision ("bf16-mixed" on GPU),
+    accelerator ("gpu"), devices, strategy ("ddp").
+    """
+    import yaml
+
+    from brainalign.evaluation.benchmark import BenchmarkConfig
+
+    fields = {}
+    if config is not None:
+        try:
+            fields = yaml.safe_load(config.read_text()) or {}
+        except (OSError, yaml.YAMLError) as err:
+            _fail(BrainAlignError(f"cannot read benchmark config {config}: {err}"))
+    given = dict(cohort=str(cohort) if cohort else None, target=target, sensitive=sensitive, positive=positive,
+                 test_size=test_size, n_folds=n_folds, stratify_site=stratify_site, seed=seed, n_boot=n_boot,
+                 methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None)
+    fields.update({k: v for k, v in given.items() if v is not None})
+    fields.setdefault("methods", ["logreg"])
+    fields.setdefault("target", "dx")
+    if "cohort" not in fields:
+        _fail(BrainAlignError("no cohort: pass --cohort DIR or set 'cohort' in --config"))
+    if ablation:
+        from brainalign.models.brain_text import ABLATIONS
+
+        fields["methods"] = list(fields["methods"]) + [a for a in ABLATIONS if a not in fields["methods"]]
+    params = fields.setdefault("method_params", {})
+    for item in set_:
+        key, sep, value = item.partition("=")
+        method, dot, param = key.partition(".")
+        if not (sep and dot and method and param):
+            _fail(BrainAlignError(f"--set expects METHOD.PARAM=VALUE, got {item!r}"))
+        params.setdefault(method, {})[param] = yaml.safe_load(value)
+    try:
+        bench = BenchmarkConfig(**fields)
+    except TypeError as err:
+        _fail(BrainAlignError(f"bad benchmark config: {err}"))
+    results = _benchmark(bench, out)
     _print_results(results)
-    console.print(f"results: {out / 'results.json'}, table: {out / 'results.md'}")
+    console.print(f"results: {out / 'results.json'}, table: {out / 'results.md'}, report: {out / 'report.html'}")
 
 
-def _benchmark(cohort, methods, target, sensitive, positive, out, test_size, n_folds, stratify_site, seed, n_boot):
+def _benchmark(config, out: Path) -> dict:
     from rich.progress import Progress
 
-    from brainalign.evaluation.benchmark import BenchmarkConfig, run_benchmark
+    from brainalign.evaluation.benchmark import run_benchmark
     from brainalign.evaluation.metrics import UndefinedMetricWarning
 
-    config = BenchmarkConfig(cohort=str(cohort), methods=methods, target=target, sensitive=sensitive,
-                             positive=positive, test_size=test_size, n_folds=n_folds,
-                             stratify_site=stratify_site, seed=seed, n_boot=n_boot)
     with Progress(console=console, transient=True) as progress, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UndefinedMetricWarning)
-        bar = progress.add_task("training", total=len(methods) * n_folds)
+        bar = progress.add_task("training", total=len(config.methods) * config.n_folds)
         results = _run(run_benchmark, config, out,
                        on_fold=lambda name, k: progress.update(bar, advance=1, description=f"{name} fold {k + 1}"))
     notes = sorted({str(w.message) for w in caught if issubclass(w.category, UndefinedMetricWarning)})
@@ -304,7 +341,10 @@ def demo(
                   f"{len(truth['sensitive_rois'])} other ROIs" + (f"; realised dx–sex phi {phi:.2f}" if phi is not None else ""))
     methods = [m for m in ("logreg",) if m in available_methods()]
     console.print(f"[bold]2/2[/] benchmark {', '.join(methods)}: 20% held-out test + 5-fold CV grouped by person")
-    results = _benchmark(cohort_dir, methods, "dx", "sex", None, run_dir, 0.2, 5, "site", seed, 200)
+    from brainalign.evaluation.benchmark import BenchmarkConfig
+
+    results = _benchmark(BenchmarkConfig(cohort=str(cohort_dir), methods=methods, target="dx", sensitive="sex",
+                                         stratify_site="site", seed=seed, n_boot=200), run_dir)
     _print_results(results)
     console.print(f"done in {time.perf_counter() - t0:.0f} s; results in {run_dir / 'results.json'}")
     if out is None:

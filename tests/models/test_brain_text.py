@@ -33,7 +33,9 @@ def test_fit_predict(task, name):
 
 def test_neurolip_token_maps_and_ablation_flags(task):
     model = get_method("neurolip", negative_gradient=False, attention_loss=False, **FAST).fit(task, np.arange(40))
-    maps, words = model.token_maps(task, np.arange(40, 50))
+    tm = model.token_maps(task, np.arange(40, 50))
+    maps, words = tm.maps, tm.words
+    assert tm.attributes == ["dx", "sex"] and tm.roles == ["disease", "sensitive"]
     assert maps.shape == (10, 2, task.cohort.n_rois) and np.isfinite(maps).all()
     assert (maps >= 0).all() and (maps.sum(-1) <= 1 + 1e-5).all()  # rows of A = A_ttca[:, :M] @ A_mhsa
     assert words[0][0] in ("autism", "control") and words[0][1] in ("male", "female")

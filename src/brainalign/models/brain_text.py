@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 import torch
+from sklearn.linear_model import LogisticRegression
 from torch import nn
 from torch.nn import functional as F
 
@@ -205,6 +206,25 @@ class BrainTextMethod(TorchMethod):
             out["sensitive"] = torch.from_numpy(codes[idx].astype(np.int64))
         return out
 
+    def fit(self, task: Task, train: np.ndarray) -> BrainTextMethod:
+        """Train, then calibrate: a 1-D logistic regression maps the positive-minus-negative prompt logit to a
+        probability, fitted on the training scans.
+
+        The paper's softmax over the two prompts is this map with slope 1 and intercept 0; the prompts' logits
+        carry an offset (the class words sit at different distances from the brain tokens), which leaves the
+        ranking (AUC) intact but can put every scan on one side of 0.5, so thresholded metrics (ACC, SEN, SPC,
+        DPD, DEOdds) would describe the offset rather than the model.
+        """
+        super().fit(task, train)
+        margin = super().predict_proba(task, train)
+        self.calibration_ = LogisticRegression(C=100.0).fit(margin[:, None], task.y[train])
+        return self
+
+    def predict_proba(self, task: Task, idx: np.ndarray) -> np.ndarray:
+        """(len(idx),) calibrated probability of the positive class."""
+        margin = super().predict_proba(task, idx)
+        return self.calibration_.predict_proba(margin[:, None])[:, 1]
+
     def predict_tensors(self, task: Task, idx: np.ndarray) -> dict[str, torch.Tensor]:
         _, prompts = self.texts_.class_prompts(task, idx, self.encoder(), self.seen_)
         b = len(idx)
@@ -235,7 +255,8 @@ class NeuroLIP(BrainTextMethod):
                               encoder_kw=self.encoder_kw())
 
     def scores(self, module: NeuroLIPModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        return torch.softmax(module.class_logits(batch["fc"], batch["prompt_attr"]), dim=-1)[:, 1]
+        logits = module.class_logits(batch["fc"], batch["prompt_attr"])
+        return logits[:, 1] - logits[:, 0]
 
     def token_maps(self, task: Task, idx: np.ndarray) -> TokenMaps:
         """Maps of every attribute-value token in each scan's own text (see :class:`TokenMaps`)."""
@@ -268,7 +289,7 @@ class TwoTowerMethod(BrainTextMethod):
     def scores(self, module: TwoTowerModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = module.class_logits(batch["fc"], batch["prompt_pooled"])
         scale = module.temperature()[0] if self.objective == "siglip" else module.temperature()
-        return torch.softmax(scale.exp() * logits, dim=-1)[:, 1]
+        return scale.exp() * (logits[:, 1] - logits[:, 0])
 
 
 @register_method("clip")
@@ -297,3 +318,28 @@ class FairCLIPBaseline(TwoTowerMethod):
         if task.groups is None:
             raise BrainAlignError("fairclip needs a sensitive attribute (benchmark --sensitive COLUMN)")
         return super().fit(task, train)
+
+
+@register_method("neurolip-no-attn")
+class NeuroLIPNoAttention(NeuroLIP):
+    """Table 2 ablation: NeuroLIP without the attention-distance loss L_attn."""
+
+    model_defaults = {**NeuroLIP.model_defaults, "attention_loss": False}
+
+
+@register_method("neurolip-no-neg")
+class NeuroLIPNoNegative(NeuroLIP):
+    """Table 2 ablation: NeuroLIP without the negative gradient (sensitive CALT terms minimised like the others)."""
+
+    model_defaults = {**NeuroLIP.model_defaults, "negative_gradient": False}
+
+
+@register_method("neurolip-no-attn-no-neg")
+class NeuroLIPNoFairness(NeuroLIP):
+    """Table 2 ablation: NeuroLIP without L_attn and without the negative gradient."""
+
+    model_defaults = {**NeuroLIP.model_defaults, "attention_loss": False, "negative_gradient": False}
+
+
+#: Table 2's rows, added by ``brainalign benchmark --ablation``.
+ABLATIONS = ["neurolip-no-attn", "neurolip-no-neg", "neurolip-no-attn-no-neg"]

@@ -56,7 +56,7 @@ class TorchMethod(Method):
 
     @abstractmethod
     def scores(self, module: AlignmentModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """(b,) probability of the positive class for a batch of :meth:`tensors`."""
+        """(b,) score of the positive class for a batch (a probability, or a margin that a subclass calibrates)."""
 
     def fit(self, task: Task, train: np.ndarray) -> TorchMethod:
         train = np.asarray(train, dtype=int)
