@@ -50,7 +50,11 @@ def main() -> None:
     p.add_argument("--method", default="neurolip")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--param", action="append", default=[], help="method parameter NAME=VALUE (repeatable)")
     args = p.parse_args()
+    import yaml
+
+    params = {k: yaml.safe_load(v) for k, v in (item.split("=", 1) for item in args.param)}
 
     from brainalign.data.cohort import Cohort
     from brainalign.data.simulate import SimulationConfig, simulate_cohort
@@ -62,12 +66,12 @@ def main() -> None:
                                                                n_timepoints=args.n_timepoints, seed=args.seed))
         task = Task.from_cohort(Cohort.load(root), "dx", "sex")
         train = np.arange(len(task))
-        method = get_method(args.method, epochs=1, batch_size=args.batch_size, seed=args.seed)
+        method = get_method(args.method, epochs=1, batch_size=args.batch_size, seed=args.seed, **params)
         t0 = time.perf_counter()
         module = method.build_module(task, train)  # includes encoding the phenotype texts once
         prep = time.perf_counter() - t0
         dataset = IndexedTensors(**method.tensors(task, train))
-        print(f"{args.method}: {len(task)} scans x {args.n_rois} ROIs, batch {args.batch_size}, "
+        print(f"{args.method} {params}: {len(task)} scans x {args.n_rois} ROIs, batch {args.batch_size}, "
               f"{torch.get_num_threads()} threads, {os.cpu_count()} CPUs; text/model set-up {prep:.1f} s")
 
         seed_everything(args.seed)
