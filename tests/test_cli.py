@@ -98,8 +98,25 @@ def test_simulate_from_yaml_config(tmp_path):
 
 
 def test_demo_runs_and_prints_fairness_table(tmp_path):
-    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--n-subjects", "80"])
+    result = runner.invoke(app, ["demo", "--out", str(tmp_path / "demo"), "--n-subjects", "80", "--methods", "logreg"])
     assert result.exit_code == 0, result.output
     assert "DEOdds" in result.output and "logreg" in result.output
     res = json.loads((tmp_path / "demo" / "run" / "results.json").read_text())
     assert res["task"]["sensitive"] == "sex" and "dpd" in res["methods"]["logreg"]["mean"]
+
+
+def test_benchmark_config_file_and_set(toy_cohort_dir, tmp_path):
+    (tmp_path / "b.yaml").write_text(f"cohort: {toy_cohort_dir}\nmethods: [logreg]\nsensitive: sex\nn_folds: 3\n"
+                                     "n_boot: 0\n")
+    result = runner.invoke(app, ["benchmark", "--config", str(tmp_path / "b.yaml"), "--out", str(tmp_path / "r"),
+                                 "--set", "logreg.C=0.5", "--n-folds", "2"])
+    assert result.exit_code == 0, result.output
+    res = json.loads((tmp_path / "r" / "results.json").read_text())
+    assert res["config"]["n_folds"] == 2 and res["config"]["method_params"] == {"logreg": {"C": 0.5}}
+    assert (tmp_path / "r" / "report.html").exists()
+    for bad, pattern in ((["--set", "C=0.5"], "METHOD.PARAM=VALUE"), (["--set", "logreg.depth=2"], "depth")):
+        result = runner.invoke(app, ["benchmark", "--config", str(tmp_path / "b.yaml"), "--out",
+                                     str(tmp_path / "r2"), *bad])
+        assert result.exit_code == 2 and pattern in result.output
+    result = runner.invoke(app, ["benchmark", "--out", str(tmp_path / "r3")])
+    assert result.exit_code == 2 and "no cohort" in result.output

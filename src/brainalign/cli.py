@@ -318,18 +318,29 @@ def _benchmark(config, out: Path) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------------- demo
+DEMO_METHODS = "logreg,brainnettf,clip,siglip,fairclip,neurolip"
+
+
 @app.command("demo")
 def demo(
     out: Optional[Path] = typer.Option(None, help="Keep the simulated cohort and run folder here (default: a temp folder)."),
-    n_subjects: int = typer.Option(300, help="Simulated persons."),
+    methods: str = typer.Option(DEMO_METHODS, help="Methods to compare (--methods logreg for a 10-second demo)."),
+    n_subjects: int = typer.Option(250, help="Simulated persons (1 or 2 scans each)."),
     confound: float = typer.Option(0.6, help="Sex–diagnosis confound of the simulated cohort, 0..1."),
+    epochs: int = typer.Option(20, help="Training epochs of the neural methods."),
+    n_folds: int = typer.Option(3, help="Cross-validation folds."),
     seed: int = typer.Option(0),
 ) -> None:
-    """Simulate a cohort with a sex–diagnosis confound, run the benchmark, print the table with fairness metrics."""
+    """Simulate a cohort with a sex–diagnosis confound, compare NeuroLIP with its baselines, print the table with
+    fairness metrics and how well NeuroLIP's diagnosis-token map finds the planted ROIs."""
     from brainalign.data.simulate import SimulationConfig, simulate_cohort
-    from brainalign.models import available_methods
+    from brainalign.evaluation.benchmark import BenchmarkConfig
+    from brainalign.models import get_method
 
     t0 = time.perf_counter()
+    names = [m.strip() for m in methods.split(",") if m.strip()]
+    for name in names:
+        _run(get_method, name)
     root = out or Path(tempfile.mkdtemp(prefix="brainalign-demo-"))
     cohort_dir, run_dir = root / "cohort", root / "run"
     config = _run(SimulationConfig, n_subjects=n_subjects, confound=confound, sensitive="sex", seed=seed)
@@ -339,14 +350,20 @@ def demo(
     phi = truth.get("realised", {}).get("phi_subjects")
     console.print(f"    planted: dx effect in {len(truth['dx_rois'])} ROIs, sex effect in "
                   f"{len(truth['sensitive_rois'])} other ROIs" + (f"; realised dx–sex phi {phi:.2f}" if phi is not None else ""))
-    methods = [m for m in ("logreg",) if m in available_methods()]
-    console.print(f"[bold]2/2[/] benchmark {', '.join(methods)}: 20% held-out test + 5-fold CV grouped by person")
-    from brainalign.evaluation.benchmark import BenchmarkConfig
-
-    results = _benchmark(BenchmarkConfig(cohort=str(cohort_dir), methods=methods, target="dx", sensitive="sex",
-                                         stratify_site="site", seed=seed, n_boot=200), run_dir)
+    console.print(f"[bold]2/2[/] benchmark {', '.join(names)}: 20% held-out test + {n_folds}-fold CV grouped by person"
+                  f" ({epochs} epochs for neural methods)")
+    params = {name: {"epochs": epochs} for name in names if name != "logreg"}
+    results = _benchmark(BenchmarkConfig(cohort=str(cohort_dir), methods=names, target="dx", sensitive="sex",
+                                         stratify_site="site", n_folds=n_folds, seed=seed, n_boot=200,
+                                         method_params=params), run_dir)
     _print_results(results)
-    console.print(f"done in {time.perf_counter() - t0:.0f} s; results in {run_dir / 'results.json'}")
+    for name, res in results["methods"].items():
+        for token, score in res.get("token_map_scores", {}).items():
+            if score["role"] == "dx":
+                console.print(f"{name} token map '{token}': AUROC {score['auroc_dx']:.2f} for the planted dx ROIs, "
+                              f"{score['auroc_sensitive']:.2f} for the planted sex ROIs")
+    console.print(f"done in {time.perf_counter() - t0:.0f} s; results in {run_dir / 'results.json'}, "
+                  f"report {run_dir / 'report.html'}")
     if out is None:
         shutil.rmtree(root, ignore_errors=True)
 

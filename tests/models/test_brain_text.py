@@ -95,3 +95,23 @@ def test_benchmark_writes_token_maps_scored_against_truth(tmp_path):
     assert csv[0].split(",")[0] == "token" and len(csv[0].split(",")) == 29
     assert (tmp_path / "run" / "report.html").exists()
     assert json.loads((tmp_path / "run" / "results.json").read_text())["methods"]["neurolip"]["token_map_scores"]
+
+
+def test_cli_ablation_adds_table2_rows(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from brainalign.cli import app
+    from brainalign.data.simulate import SimulationConfig, simulate_cohort
+
+    root = simulate_cohort(tmp_path / "sim", SimulationConfig(n_scans=48, n_rois=28, n_timepoints=50, seed=2))
+    sets = [x for name in ("neurolip", "neurolip-no-attn", "neurolip-no-neg", "neurolip-no-attn-no-neg")
+            for k, v in (("epochs", 1), ("ff_dim", 16), ("n_clusters", 4), ("dim", 8))
+            for x in ("--set", f"{name}.{k}={v}")]
+    result = CliRunner().invoke(app, ["benchmark", "--cohort", str(root), "--methods", "neurolip", "--sensitive",
+                                      "sex", "--out", str(tmp_path / "run"), "--n-folds", "2", "--n-boot", "0",
+                                      "--ablation", *sets])
+    assert result.exit_code == 0, result.output
+    methods = json.loads((tmp_path / "run" / "results.json").read_text())["methods"]
+    assert list(methods) == ["neurolip", "neurolip-no-attn", "neurolip-no-neg", "neurolip-no-attn-no-neg"]
