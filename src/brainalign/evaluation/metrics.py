@@ -42,6 +42,7 @@ import pandas as pd
 from scipy.stats import rankdata
 
 from brainalign.errors import BrainAlignError
+from brainalign.utils import preview, to_numpy
 
 __all__ = [
     "BootstrapResult",
@@ -79,20 +80,8 @@ class UndefinedMetricWarning(UserWarning):
 # input checks
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _preview(values: Sequence[Any] | np.ndarray, k: int = 5) -> str:
-    values = list(values)
-    shown = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in values[:k])
-    return f"[{shown}{', ...' if len(values) > k else ''}]"
-
-
 def _as_1d(x: Any, name: str) -> np.ndarray:
-    arr = _to_numpy(x)
+    arr = to_numpy(x)
     if arr.ndim != 1:
         raise BrainAlignError(f"{name} must be 1-D of shape (n,); got shape {arr.shape}")
     if arr.size == 0:
@@ -104,7 +93,7 @@ def _check_finite(arr: np.ndarray, name: str) -> None:
     bad = ~np.isfinite(arr)
     if bad.any():
         raise BrainAlignError(f"{name} contains {int(bad.sum())} NaN/inf value(s), "
-                              f"at positions {_preview(np.flatnonzero(bad))}")
+                              f"at positions {preview(np.flatnonzero(bad))}")
 
 
 def _check_binary(x: Any, name: str) -> np.ndarray:
@@ -119,13 +108,13 @@ def _check_binary(x: Any, name: str) -> np.ndarray:
             pass
     if arr.dtype.kind not in "iuf":
         raise BrainAlignError(f"{name} must hold labels 0/1 (bool, int or float); got dtype {arr.dtype} with "
-                              f"values {_preview(pd.unique(arr))}.  Map labels to 0/1 first, "
+                              f"values {preview(pd.unique(arr))}.  Map labels to 0/1 first, "
                               f"e.g. y = (dx == 'ASD').astype(int)")
     if arr.dtype.kind == "f":
         _check_finite(arr, name)
     ok = (arr == 0) | (arr == 1)
     if not ok.all():
-        raise BrainAlignError(f"{name} must hold labels 0/1; found other values {_preview(np.unique(arr[~ok]))} "
+        raise BrainAlignError(f"{name} must hold labels 0/1; found other values {preview(np.unique(arr[~ok]))} "
                               f"({int((~ok).sum())} of {arr.size} samples)")
     return arr.astype(np.int8)
 
@@ -163,7 +152,7 @@ def _factorize(x: np.ndarray, name: str) -> tuple[np.ndarray, list[Any]]:
     if (codes < 0).any():
         missing = np.flatnonzero(codes < 0)
         raise BrainAlignError(f"{name} contains {missing.size} missing value(s) (None/NaN) at positions "
-                              f"{_preview(missing)}; fill or drop them first")
+                              f"{preview(missing)}; fill or drop them first")
     return codes.astype(np.intp), [v.item() if isinstance(v, np.generic) else v for v in levels]
 
 
@@ -328,7 +317,7 @@ def _eod_from_rates(rates: dict[str, np.ndarray], levels: list[Any], undefined_r
             if undefined_rate == "raise":
                 names = [levels[i] for i in np.flatnonzero(bad)]
                 raise UndefinedMetricError(f"equalized odds: {key.upper()} is undefined for group(s) "
-                                           f"{_preview(names)}: no {lacking} labels in the group")
+                                           f"{preview(names)}: no {lacking} labels in the group")
             rate = np.where(bad, 0.0, rate) if undefined_rate == "zero" else rate[~bad]
         if rate.size:
             gaps.append(rate.max() - rate.min())
@@ -457,7 +446,7 @@ def _per_group(y: np.ndarray, s: np.ndarray, pred: np.ndarray, codes: np.ndarray
                counts: dict[str, np.ndarray], rates: dict[str, np.ndarray]) -> dict[str, dict[str, Any]]:
     keys = [str(v) for v in levels]
     if len(set(keys)) != len(keys):
-        raise BrainAlignError(f"group values {_preview(levels)} collide when written as text; recode them")
+        raise BrainAlignError(f"group values {preview(levels)} collide when written as text; recode them")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UndefinedMetricWarning)  # reported once, by es_auc
         aucs = _group_aucs(y, s, codes, levels, strict=False)
@@ -629,7 +618,7 @@ class BootstrapResult:
 def _strata_codes(stratify: Any, n: int) -> np.ndarray | None:
     if stratify is None:
         return None
-    arr = _to_numpy(stratify)
+    arr = to_numpy(stratify)
     if arr.ndim not in (1, 2) or arr.shape[0] != n:
         raise BrainAlignError(f"stratify must have shape (n,) or (n, k) with n = {n}; got {arr.shape}")
     cols = [arr] if arr.ndim == 1 else [arr[:, j] for j in range(arr.shape[1])]
@@ -681,7 +670,7 @@ def _prepare_bootstrap(arrays: tuple[Any, ...], n_boot: int, alpha: float, strat
         raise BrainAlignError(f"alpha must be in (0, 1); got {alpha}")
     if not 0.0 <= max_failed_frac < 1.0:
         raise BrainAlignError(f"max_failed_frac must be in [0, 1); got {max_failed_frac}")
-    arrs = [_to_numpy(a) for a in arrays]
+    arrs = [to_numpy(a) for a in arrays]
     if any(a.ndim == 0 for a in arrs):
         raise BrainAlignError("bootstrap arrays must be indexable along a first axis of length n; got a scalar")
     n = _check_lengths(**{f"array {i}": a for i, a in enumerate(arrs)})
@@ -808,7 +797,7 @@ def _target_matrix_or_index(targets: Any, n_query: int, n_item: int) -> np.ndarr
             raise BrainAlignError(f"the default targets are the diagonal (query i ↔ item i), which needs "
                                   f"n_query <= n_item; got {n_query} queries and {n_item} items")
         return np.arange(n_query)
-    t = _to_numpy(targets)
+    t = to_numpy(targets)
     if t.ndim == 1:
         if t.shape[0] != n_query or t.dtype.kind not in "iu":
             raise BrainAlignError(f"targets as indices must be integers of shape ({n_query},); "
@@ -816,7 +805,7 @@ def _target_matrix_or_index(targets: Any, n_query: int, n_item: int) -> np.ndarr
         bad = (t < 0) | (t >= n_item)
         if bad.any():
             raise BrainAlignError(f"targets index items outside [0, {n_item}) for queries "
-                                  f"{_preview(np.flatnonzero(bad))}")
+                                  f"{preview(np.flatnonzero(bad))}")
         return t.astype(np.intp)
     if t.shape != (n_query, n_item) or t.dtype != bool:
         raise BrainAlignError(f"targets must be None, (n_query,) item indices, or a boolean matrix of shape "
@@ -824,7 +813,7 @@ def _target_matrix_or_index(targets: Any, n_query: int, n_item: int) -> np.ndarr
     empty = ~t.any(axis=1)
     if empty.any():
         raise BrainAlignError(f"{int(empty.sum())} queries have no correct item in targets, e.g. queries "
-                              f"{_preview(np.flatnonzero(empty))}")
+                              f"{preview(np.flatnonzero(empty))}")
     return t
 
 
@@ -846,7 +835,7 @@ def retrieval_ranks(similarity: Any, targets: Any = None) -> np.ndarray:
         ``1 + #{items scoring higher than the best correct item} + #{incorrect items tying with it}``:
         a tie with an incorrect item counts as a loss, so constant similarities give the worst rank.
     """
-    sim = _to_numpy(similarity)
+    sim = to_numpy(similarity)
     if sim.ndim != 2 or 0 in sim.shape:
         raise BrainAlignError(f"similarity must be a non-empty (n_query, n_item) matrix; got shape {sim.shape}")
     if sim.dtype.kind not in "biuf":

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 
 from brainalign.errors import BrainAlignError
+from brainalign.utils import preview, to_numpy
 
 __all__ = [
     "DX_AUROC_TARGET",
@@ -57,18 +58,6 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # helpers
 
 
-def _to_numpy(x: Any) -> np.ndarray:
-    if hasattr(x, "detach"):  # torch.Tensor, without importing torch
-        x = x.detach().cpu().numpy()
-    return np.asarray(x)
-
-
-def _preview(values: Sequence[Any] | np.ndarray, k: int = 5) -> str:
-    values = list(values)
-    shown = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in values[:k])
-    return f"[{shown}{', ...' if len(values) > k else ''}]"
-
-
 def _default_roi_labels(n: int) -> list[str]:
     return [f"ROI_{i + 1:03d}" for i in range(n)]  # as CohortMeta does
 
@@ -81,7 +70,7 @@ def _check_roi_labels(roi_labels: Sequence[Any] | None, n: int) -> list[str]:
         raise BrainAlignError(f"roi_labels has {len(labels)} entries but the maps have {n} ROIs")
     dup = pd.Index(labels)[pd.Index(labels).duplicated()].unique().tolist()
     if dup:
-        raise BrainAlignError(f"roi_labels must be unique; duplicated: {_preview(dup)}")
+        raise BrainAlignError(f"roi_labels must be unique; duplicated: {preview(dup)}")
     return labels
 
 
@@ -117,7 +106,7 @@ def _check_finite(arr: np.ndarray, what: str, axis_name: str = "scan") -> None:
     if not finite.all():
         bad = np.flatnonzero(~finite.reshape(finite.shape[0], -1).all(axis=1))
         raise BrainAlignError(f"{what} contains {int((~finite).sum())} NaN/inf value(s), in {axis_name}(s) "
-                              f"{_preview(bad)}")
+                              f"{preview(bad)}")
 
 
 def _as_map_frame(df: pd.DataFrame, roi_labels: Sequence[Any] | None) -> pd.DataFrame:
@@ -139,8 +128,8 @@ def _as_map_frame(df: pd.DataFrame, roi_labels: Sequence[Any] | None) -> pd.Data
             missing = [c for c in labels if c not in set(cols)]
             extra = [c for c in cols if c not in set(labels)]
             raise BrainAlignError(f"token maps have {len(cols)} ROI columns, roi_labels has {len(labels)}; "
-                                  f"ROIs missing from the maps: {_preview(missing)}, columns not in roi_labels: "
-                                  f"{_preview(extra)}")
+                                  f"ROIs missing from the maps: {preview(missing)}, columns not in roi_labels: "
+                                  f"{preview(extra)}")
     else:
         out = df.set_axis([str(c) for c in df.columns], axis=1)
         _check_roi_labels(out.columns, out.shape[1])
@@ -153,7 +142,7 @@ def _as_map_frame(df: pd.DataFrame, roi_labels: Sequence[Any] | None) -> pd.Data
         raise BrainAlignError("token maps have an empty token label")
     dup = pd.Index(tokens)[pd.Index(tokens).duplicated()].unique().tolist()
     if dup:
-        raise BrainAlignError(f"token labels must be unique; duplicated: {_preview(dup)}")
+        raise BrainAlignError(f"token labels must be unique; duplicated: {preview(dup)}")
     _check_finite(values, "token maps", "token row")
     frame = pd.DataFrame(values, index=pd.Index(tokens, name=TOKEN_COLUMN), columns=list(out.columns))
     return frame
@@ -211,7 +200,7 @@ def mean_token_maps(maps: Any, token_labels: Any, roi_labels: Sequence[Any] | No
     """
     from scipy import sparse
 
-    arr = _to_numpy(maps)
+    arr = to_numpy(maps)
     if arr.ndim == 2:
         arr = arr[:, None, :]
     if arr.ndim != 3:
@@ -289,15 +278,15 @@ class _AtlasLookup:
             if values.dtype.kind == "f" and np.array_equal(values, np.round(values)):
                 values = values.astype(np.int64)
             if values.dtype.kind not in "iu":
-                raise BrainAlignError(f"label_values must be integers; got {_preview(values)}")
+                raise BrainAlignError(f"label_values must be integers; got {preview(values)}")
             values = values.astype(np.int64)
             if (values == 0).any():
                 raise BrainAlignError("label_values must not contain 0 (the background label)")
             if np.unique(values).size != values.size:
-                raise BrainAlignError(f"label_values must be unique; got {_preview(values)}")
+                raise BrainAlignError(f"label_values must be unique; got {preview(values)}")
             absent = np.setdiff1d(values, np.unique(data))
             if absent.size:
-                warnings.warn(f"{where}: label value(s) {_preview(absent)} have no voxel; those ROIs are not "
+                warnings.warn(f"{where}: label value(s) {preview(absent)} have no voxel; those ROIs are not "
                               f"painted", UserWarning, stacklevel=3)
         order = np.argsort(values, kind="stable")
         sorted_values = values[order]
@@ -351,7 +340,7 @@ def roi_values_to_nifti(values: Any, atlas_image: Any, label_values: Sequence[in
     BrainAlignError
         Unreadable or non-label atlas, NaN values, or a number of labels different from N.
     """
-    vals = _to_numpy(values).astype(np.float64)
+    vals = to_numpy(values).astype(np.float64)
     if vals.ndim not in (1, 2) or vals.shape[-1] == 0:
         raise BrainAlignError(f"values must have shape (N,) or (T, N); got {vals.shape}")
     _check_finite(vals.reshape(-1, vals.shape[-1]) if vals.ndim == 2 else vals[None], "values", "row")
@@ -415,7 +404,7 @@ def write_token_maps(df: pd.DataFrame, out_dir: str | Path, roi_labels: Sequence
         names = [_file_token(t) for t in frame.index]
         clash = pd.Index(names)[pd.Index(names).duplicated()].unique().tolist()
         if clash:
-            raise BrainAlignError(f"tokens {_preview([t for t, n in zip(frame.index, names) if n in clash])} map "
+            raise BrainAlignError(f"tokens {preview([t for t, n in zip(frame.index, names) if n in clash])} map "
                                   f"to the same file name; rename them")
     out.mkdir(parents=True, exist_ok=True)
     csv = out / f"{prefix}.csv"
@@ -484,36 +473,36 @@ def _as_map_vector(values: Any) -> tuple[np.ndarray, pd.Index | None]:
     if isinstance(values, pd.Series):
         labels = pd.Index([str(v) for v in values.index])
         values = values.to_numpy()
-    arr = _to_numpy(values)
+    arr = to_numpy(values)
     if arr.ndim != 1 or arr.size < 2:
         raise BrainAlignError(f"the map must have shape (N,) with N >= 2 ROIs; got shape {arr.shape}")
     if arr.dtype.kind not in "biuf":
         raise BrainAlignError(f"the map must be numeric; got dtype {arr.dtype}")
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
-        raise BrainAlignError(f"the map contains NaN/inf at ROI(s) {_preview(np.flatnonzero(~np.isfinite(arr)))}")
+        raise BrainAlignError(f"the map contains NaN/inf at ROI(s) {preview(np.flatnonzero(~np.isfinite(arr)))}")
     return arr, labels
 
 
 def _roi_indices(rois: Any, n: int, name: str, labels: pd.Index | None) -> np.ndarray:
-    arr = _to_numpy(rois if not isinstance(rois, (set, frozenset)) else sorted(rois))
+    arr = to_numpy(rois if not isinstance(rois, (set, frozenset)) else sorted(rois))
     if arr.ndim != 1 or arr.size == 0:
         raise BrainAlignError(f"{name} must be a non-empty list of ROI indices; got {rois!r}")
     if arr.dtype.kind in "OUS":
         if labels is None:
-            raise BrainAlignError(f"{name} holds ROI labels {_preview(arr)}; pass indices, or the map as a "
+            raise BrainAlignError(f"{name} holds ROI labels {preview(arr)}; pass indices, or the map as a "
                                   f"pandas Series indexed by ROI label")
         pos = labels.get_indexer([str(v) for v in arr])
         if (pos < 0).any():
-            raise BrainAlignError(f"{name}: ROI label(s) {_preview(arr[pos < 0])} are not in the map")
+            raise BrainAlignError(f"{name}: ROI label(s) {preview(arr[pos < 0])} are not in the map")
         arr = pos
     elif arr.dtype.kind == "f" and np.array_equal(arr, np.round(arr)):
         arr = arr.astype(np.int64)
     if arr.dtype.kind not in "iu":
-        raise BrainAlignError(f"{name} must hold integer ROI indices; got {_preview(arr)}")
+        raise BrainAlignError(f"{name} must hold integer ROI indices; got {preview(arr)}")
     bad = arr[(arr < 0) | (arr >= n)]
     if bad.size:
-        raise BrainAlignError(f"{name}: ROI index(es) {_preview(bad)} out of range for a map of {n} ROIs "
+        raise BrainAlignError(f"{name}: ROI index(es) {preview(bad)} out of range for a map of {n} ROIs "
                               f"(valid: 0..{n - 1})")
     idx = np.unique(arr)
     if idx.size == n:

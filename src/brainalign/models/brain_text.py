@@ -261,20 +261,12 @@ class NeuroLIP(BrainTextMethod):
 
     def token_maps(self, task: Task, idx: np.ndarray) -> TokenMaps:
         """Maps of every attribute-value token in each scan's own text (see :class:`TokenMaps`)."""
-        module = self.module_.eval()
-        device = next(module.parameters()).device
-        idx = np.asarray(idx, dtype=int)
-        maps = []
-        with torch.inference_mode():
-            for start in range(0, len(idx), self.predict_batch_size):
-                chunk = idx[start : start + self.predict_batch_size]
-                t = self.tensors(task, chunk)
-                maps.append(module.attribute_maps(t["fc"].to(device), t["text_id"].to(device)).float().cpu())
+        maps = self.inference(task, idx, self.tensors, lambda m, b: m.attribute_maps(b["fc"], b["text_id"]))
         texts = self.texts_
-        words = [[texts.unique[t].value(a) for a in texts.attributes] for t in texts.text_id[idx]]
+        words = [[texts.unique[t].value(a) for a in texts.attributes] for t in texts.text_id[np.asarray(idx)]]
         roles = ["disease" if a == texts.target_attribute else "sensitive" if a in self.sensitive_ else "other"
                  for a in texts.attributes]
-        return TokenMaps(torch.cat(maps).numpy(), words, list(texts.attributes), roles)
+        return TokenMaps(maps.numpy(), words, list(texts.attributes), roles)
 
 
 class TwoTowerMethod(BrainTextMethod):

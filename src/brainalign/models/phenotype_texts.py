@@ -11,9 +11,8 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
-import torch
 
-from brainalign.data.phenotype_text import AttributeSpec, PhenotypeTemplate, PhenotypeText, neurolip_attributes
+from brainalign.data.phenotype_text import AttributeSpec, PhenotypeTemplate, PhenotypeText
 from brainalign.encoders.text import TextBatch, TextEncoder
 from brainalign.errors import BrainAlignError
 from brainalign.models.base import Task, _label

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from abc import abstractmethod
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -73,6 +74,11 @@ class TorchMethod(Method):
         return self
 
     def predict_proba(self, task: Task, idx: np.ndarray) -> np.ndarray:
+        return self.inference(task, idx, self.predict_tensors, self.scores).numpy().astype(float)
+
+    def inference(self, task: Task, idx: np.ndarray, make_tensors: Callable, compute: Callable) -> torch.Tensor:
+        """``compute(module, batch)`` over chunks of ``idx`` in eval mode, without gradients; results concatenated
+        on the CPU.  ``make_tensors(task, chunk)`` builds each batch (moved to the module's device)."""
         if self.module_ is None:
             raise BrainAlignError(f"{self.name}: predict_proba called before fit")
         module = self.module_.eval()
@@ -81,6 +87,6 @@ class TorchMethod(Method):
         out = []
         with torch.inference_mode():
             for start in range(0, len(idx), self.predict_batch_size):
-                batch = self.predict_tensors(task, idx[start : start + self.predict_batch_size])
-                out.append(self.scores(module, {k: v.to(device) for k, v in batch.items()}).float().cpu())
-        return torch.cat(out).numpy().astype(float)
+                batch = make_tensors(task, idx[start : start + self.predict_batch_size])
+                out.append(compute(module, {k: v.to(device) for k, v in batch.items()}).float().cpu())
+        return torch.cat(out)
