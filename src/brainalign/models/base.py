@@ -19,7 +19,7 @@ CONTROL_LABELS = frozenset({"control", "controls", "hc", "healthy", "td", "typic
 MAX_SENSITIVE_LEVELS = 10
 
 
-def _label(value: Any) -> str:
+def label_string(value: Any) -> str:
     """Labels as strings, with integral floats written without '.0' (2.0 -> '2')."""
     if isinstance(value, float) and value.is_integer():
         return str(int(value))
@@ -82,7 +82,7 @@ class Task:
         if not keep.any():
             raise BrainAlignError(f"no scan has both '{target}' and '{sensitive}' values")
         used = cohort.subset(np.flatnonzero(keep))
-        labels = used.phenotypes[target].map(_label)
+        labels = used.phenotypes[target].map(label_string)
         classes = sorted(labels.unique())
         if len(classes) != 2:
             raise BrainAlignError(
@@ -98,16 +98,16 @@ class Task:
                     f"sensitive column '{sensitive}' is continuous ({values.nunique()} values); use a categorical "
                     f"column such as age_group (fairness metrics compare groups)"
                 )
-            groups = values.map(_label).to_numpy(dtype=str)
+            groups = values.map(label_string).to_numpy(dtype=str)
         y = (labels == positive).to_numpy(dtype=int)
         return cls(used, target, sensitive, positive, negative, y, groups, excluded)
 
     @staticmethod
     def _positive_class(classes: list[str], positive: str | None, target: str) -> str:
         if positive is not None:
-            if _label(positive) not in classes:
+            if label_string(positive) not in classes:
                 raise BrainAlignError(f"positive label '{positive}' is not a value of '{target}' {classes}")
-            return _label(positive)
+            return label_string(positive)
         controls = [c for c in classes if c.lower() in CONTROL_LABELS]
         if len(controls) == 1:
             return classes[0] if classes[1] == controls[0] else classes[1]

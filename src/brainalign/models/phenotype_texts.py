@@ -15,7 +15,7 @@ import pandas as pd
 from brainalign.data.phenotype_text import AttributeSpec, PhenotypeTemplate, PhenotypeText
 from brainalign.encoders.text import TextBatch, TextEncoder
 from brainalign.errors import BrainAlignError
-from brainalign.models.base import Task, _label
+from brainalign.models.base import Task, label_string
 
 
 @functools.lru_cache(maxsize=4)
@@ -45,7 +45,7 @@ def task_template(task: Task, template: str | None = None, target_attribute: str
             spec.word(value, "target", task.target)
         values = spec.values
     except BrainAlignError:  # labels outside the default vocabulary: use them as words
-        values = {v: _label(v) for v in raw.unique()}
+        values = {v: label_string(v) for v in raw.unique()}
     return base.with_attributes(**{name: AttributeSpec(name, column=task.target, values=values, known_at_test=False)})
 
 
@@ -126,7 +126,7 @@ class TaskTexts:
         """
         rows = task.cohort.phenotypes.iloc[np.asarray(idx, dtype=int)]
         raw = task.cohort.phenotypes[task.target]
-        labels = raw.map(_label)
+        labels = raw.map(label_string)
         classes = [task.negative, task.positive]
         per_class = [self.template.prompt_frame(rows, {self.target_attribute: raw[labels == c].iloc[0]})
                      for c in classes]
