@@ -42,3 +42,13 @@ def test_brainnettf_bad_parameters(toy_cohort_dir):
     task = Task.from_cohort(Cohort.load(toy_cohort_dir), "dx")
     with pytest.raises(BrainAlignError, match="one class only"):
         get_method("brainnettf", epochs=1).fit(task, np.flatnonzero(task.y == 0))
+
+
+def test_cluster_tokens_differ_at_initialisation():
+    """With BNT's plain re-encoding the assignment starts uniform and all cluster tokens coincide."""
+    torch.manual_seed(0)
+    enc = BrainNetworkEncoder(40, ff_dim=64, n_clusters=20)
+    fc = torch.corrcoef(torch.randn(40, 100)).expand(4, 40, 40)
+    out = enc(fc)
+    assert out["assignment"].max(-1).values.mean() > 3 / 20  # far from uniform (1/20)
+    assert out["clusters"].std(1).mean() > 0.1 * out["clusters"].norm(dim=-1).mean() / 40 ** 0.5

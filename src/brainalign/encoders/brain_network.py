@@ -28,8 +28,8 @@ def orthonormal_rows(n_rows: int, dim: int, generator: torch.Generator | None = 
 class OrthonormalClusterReadout(nn.Module):
     """OCRead: soft assignment of N node embeddings to M orthonormal centres, then weighted pooling.
 
-    A small MLP re-encodes the flattened nodes first (as BNT's DEC does); assignment
-    ``softmax((x·Cᵀ)² / ‖C‖)``.
+    A small MLP re-encodes the flattened nodes first (as BNT's DEC does, here as a residual so the cluster
+    tokens differ from the start); assignment ``softmax((x·Cᵀ)² / ‖C‖)``.
 
     Parameters
     ----------
@@ -53,7 +53,10 @@ class OrthonormalClusterReadout(nn.Module):
     def forward(self, nodes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """nodes (B, N, E) → cluster tokens (B, M, E) and assignment (B, N, M)."""
         B, N, E = nodes.shape
-        encoded = self.encoder(nodes.reshape(B, N * E)).reshape(B, N, E)
+        # Residual re-encoding: BNT feeds the MLP output alone to the assignment, but at initialisation that
+        # output is tiny, the assignment is uniform and all M cluster tokens are the same vector — a symmetric
+        # point that attention over the clusters (NeuroLIP's TTCA) never leaves.
+        encoded = nodes + self.encoder(nodes.reshape(B, N * E)).reshape(B, N, E)
         logits = (encoded @ self.centers.T) ** 2 / self.centers.norm(dim=-1)
         assignment = torch.softmax(logits, dim=-1)
         return assignment.transpose(1, 2) @ encoded, assignment
