@@ -358,10 +358,9 @@ def demo(
                                          method_params=params), run_dir)
     _print_results(results)
     for name, res in results["methods"].items():
-        for token, score in res.get("token_map_scores", {}).items():
-            if score["role"] == "dx":
-                console.print(f"{name} token map '{token}': AUROC {score['auroc_dx']:.2f} for the planted dx ROIs, "
-                              f"{score['auroc_sensitive']:.2f} for the planted sex ROIs")
+        for token, score in res.get("token_map_scores", {}).items():  # dx and sex tokens: is each map specific?
+            console.print(f"{name} token map '{token}' ({score['role']} token): AUROC {score['auroc_dx']:.2f} for "
+                          f"the planted dx ROIs, {score['auroc_sensitive']:.2f} for the planted sex ROIs")
     console.print(f"done in {time.perf_counter() - t0:.0f} s; results in {run_dir / 'results.json'}, "
                   f"report {run_dir / 'report.html'}")
     if out is None:
