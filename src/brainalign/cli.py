@@ -104,16 +104,9 @@ def cohort_simulate(
 
     Every SimulationConfig field (see brainalign.data.simulate) can be set in the --config YAML.
     """
-    import yaml
-
     from brainalign.data.simulate import SimulationConfig, simulate_cohort
 
-    fields = {}
-    if config is not None:
-        try:
-            fields = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            _fail(BrainAlignError(f"cannot read simulation config {config}: {err}"))
+    fields = _read_yaml(config, "simulation config") if config is not None else {}
     given = dict(n_subjects=n_subjects, scans_per_subject=scans_per_subject, n_rois=n_rois,
                  n_timepoints=n_timepoints, sensitive=sensitive, confound=confound, n_sites=n_sites,
                  phenotype_table=str(phenotype_table) if phenotype_table else None, seed=seed)
@@ -122,6 +115,19 @@ def cohort_simulate(
     t0 = time.perf_counter()
     path = _run(simulate_cohort, out, sim, overwrite=overwrite)
     console.print(f"wrote {path} in {time.perf_counter() - t0:.1f} s (truth: {path / 'truth.json'})")
+
+
+def _read_yaml(path: Path, what: str) -> dict:
+    """A YAML mapping from ``path``; an unreadable file or a non-mapping is a clear error (exit code 2)."""
+    import yaml
+
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except (OSError, yaml.YAMLError) as err:
+        _fail(BrainAlignError(f"cannot read {what} {path}: {err}"))
+    if not isinstance(data, dict):
+        _fail(BrainAlignError(f"{what} {path} must hold a mapping of fields, got {type(data).__name__}"))
+    return data
 
 
 def _read_table(path: Path):
@@ -214,11 +220,11 @@ def cohort_fetch(
 
 # ---------------------------------------------------------------------------------------------------- benchmark
 def _print_results(results: dict) -> None:
-    from brainalign.evaluation.benchmark import TABLE_COLUMNS
+    from brainalign.evaluation.benchmark import table_columns
 
     task = results["task"]
     has_fair = task["sensitive"] is not None
-    cols = [c for c in TABLE_COLUMNS if has_fair or c[0] in ("auc", "acc", "sen", "spc")]
+    cols = table_columns(results)
     first = next(iter(results["methods"].values()))
     table = Table(title=f"{task['target']} ({task['positive']} vs {task['negative']}), "
                         f"{first['reported_split']} set, mean ± std over {results['config']['n_folds']} folds, %"
@@ -266,12 +272,7 @@ def benchmark(
 
     from brainalign.evaluation.benchmark import BenchmarkConfig
 
-    fields = {}
-    if config is not None:
-        try:
-            fields = yaml.safe_load(config.read_text()) or {}
-        except (OSError, yaml.YAMLError) as err:
-            _fail(BrainAlignError(f"cannot read benchmark config {config}: {err}"))
+    fields = _read_yaml(config, "benchmark config") if config is not None else {}
     given = dict(cohort=str(cohort) if cohort else None, target=target, sensitive=sensitive, positive=positive,
                  test_size=test_size, n_folds=n_folds, stratify_site=stratify_site, seed=seed, n_boot=n_boot,
                  methods=[m.strip() for m in methods.split(",") if m.strip()] if methods else None)

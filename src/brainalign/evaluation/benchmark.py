@@ -211,10 +211,15 @@ def _token_map_summary(maps: list, task: Task, result: dict[str, Any]) -> pd.Dat
     return frame
 
 
+def table_columns(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """(metric key, header) pairs of the results table; fairness columns only when the task has a sensitive column."""
+    has_fairness = (results.get("task") or {}).get("sensitive") is not None
+    return [c for c in TABLE_COLUMNS if has_fairness or c[0] in ("auc", "acc", "sen", "spc")]
+
+
 def results_table(results: dict[str, Any]) -> str:
     """Markdown table, percent, mean ± std over folds, in the paper's layout (fairness columns need a sensitive attribute)."""
-    has_fairness = results["task"]["sensitive"] is not None
-    cols = [c for c in TABLE_COLUMNS if has_fairness or c[0] in ("auc", "acc", "sen", "spc")]
+    cols = table_columns(results)
     split = next(iter(results["methods"].values()))["reported_split"] if results["methods"] else "test"
     lines = [f"| Method ({split}, mean ± std over {results['config']['n_folds']} folds, %) | "
              + " | ".join(h for _, h in cols) + " |",

@@ -145,12 +145,10 @@ def _load_truth(truth: Any, cohort_root: Path | None) -> dict[str, Any] | None:
 
 
 def _results_section(results: Mapping[str, Any]) -> dict[str, Any]:
-    from brainalign.evaluation.benchmark import TABLE_COLUMNS
+    from brainalign.evaluation.benchmark import table_columns
 
-    task = results.get("task") or {}
     methods = results.get("methods") or {}
-    has_fairness = task.get("sensitive") is not None
-    cols = [c for c in TABLE_COLUMNS if has_fairness or c[0] in ("auc", "acc", "sen", "spc")]
+    cols = table_columns(results)
     split = next(iter(methods.values())).get("reported_split", "test") if methods else "test"
     rows = [{"method": name, "cells": [_pct_pm(res.get("mean", {}).get(k), res.get("std", {}).get(k))
                                        for k, _ in cols]} for name, res in methods.items()]
