@@ -120,3 +120,9 @@ def test_benchmark_config_file_and_set(toy_cohort_dir, tmp_path):
         assert result.exit_code == 2 and pattern in result.output
     result = runner.invoke(app, ["benchmark", "--out", str(tmp_path / "r3")])
     assert result.exit_code == 2 and "no cohort" in result.output
+
+
+def test_config_that_is_not_a_mapping_is_a_clear_error(tmp_path):
+    (tmp_path / "list.yaml").write_text("- logreg\n- neurolip\n")
+    result = runner.invoke(app, ["benchmark", "--config", str(tmp_path / "list.yaml"), "--out", str(tmp_path / "r")])
+    assert result.exit_code == 2 and "must hold a mapping" in result.output
