@@ -115,3 +115,49 @@ def test_cli_ablation_adds_table2_rows(tmp_path):
     assert result.exit_code == 0, result.output
     methods = json.loads((tmp_path / "run" / "results.json").read_text())["methods"]
     assert list(methods) == ["neurolip", "neurolip-no-attn", "neurolip-no-neg", "neurolip-no-attn-no-neg"]
+
+
+def test_occlusion_token_maps_match_a_direct_computation(task):
+    import torch
+    from torch.nn import functional as F
+
+    model = get_method("neurolip", token_map="occlusion", **FAST).fit(task, np.arange(40))
+    test = np.arange(40, 46)
+    tm = model.token_maps(task, test)
+    assert tm.maps.shape == (6, 2, task.cohort.n_rois) and np.isfinite(tm.maps).all()
+    # Recompute one scan, attribute and ROI by hand: occlude ROI r, take the drop of z(own) − z(other).
+    module, protos = model.module_.eval(), model.value_prototypes()
+    scan, k, r = 2, 0, 3
+    fc = torch.from_numpy(task.fc[test[scan]][None].copy())
+    occluded = fc.clone()
+    occluded[0, r, :] = model.occlusion_fill_[r]
+    occluded[0, :, r] = model.occlusion_fill_[:, r]
+    own = int(model.texts_.groups[test[scan], k])
+
+    def contrast(x):
+        v_loc = module.brain_tokens(x)[0]
+        q = module.txt_local(protos[k])
+        cond, _ = module.ttca(q[None], v_loc)
+        log_t, b = module.calt_temperature[k]()
+        z = log_t.exp() * F.cosine_similarity(cond[0], q, dim=-1) + b
+        return z[own] - z[1 - own]
+
+    with torch.no_grad():
+        expected = float(contrast(fc) - contrast(occluded))
+    assert tm.maps[scan, k, r] == pytest.approx(expected, rel=1e-4, abs=1e-6)
+    assert not np.allclose(tm.maps[:, 0], tm.maps[:, 1])  # dx and sex tokens get their own maps
+
+
+@pytest.mark.parametrize("name", ["neurolip", "clip"])
+def test_linear_probe_prediction(task, name):
+    model = get_method(name, prediction="probe", **FAST).fit(task, np.arange(44))
+    score = model.predict_proba(task, np.arange(44, 60))
+    assert score.shape == (16,) and ((0 <= score) & (score <= 1)).all()
+    assert model.embeddings(task, np.arange(3)).shape[0] == 3
+
+
+def test_bad_prediction_and_token_map_options_are_errors(task):
+    with pytest.raises(BrainAlignError, match="prediction must be"):
+        get_method("clip", prediction="vote", **FAST).fit(task, np.arange(40))
+    with pytest.raises(BrainAlignError, match="token_map must be"):
+        get_method("neurolip", token_map="saliency", **FAST).fit(task, np.arange(40))

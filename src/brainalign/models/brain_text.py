@@ -14,6 +14,8 @@ from typing import Any, ClassVar
 import numpy as np
 import torch
 from sklearn.linear_model import LogisticRegression
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.nn import functional as F
 
@@ -144,6 +146,56 @@ class NeuroLIPModule(BrainTextModule):
         _, attn = self.ttca(q, v_loc)  # (b, A, M+1)
         return token_node_attention(attn, a_mhsa)
 
+    def occlusion_maps(self, fc: torch.Tensor, own: torch.Tensor, prototypes: list[torch.Tensor],
+                       fill: torch.Tensor, max_elements: int = 2**26) -> torch.Tensor:
+        """Contrastive occlusion maps (b, A, N): how much each ROI makes a scan look like its own attribute value.
+
+        For attribute k with value prototypes ``P_k`` (V_k value tokens), the token logit of value w is the CALT
+        logit ``z(w) = t_k · cos(TTCA(P_k[w], v_loc), P_k[w]) + b_k`` and the contrast is ``z(own) − mean of z(w)
+        over the other values`` (``z(own)`` alone when V_k = 1).  ROI r's map value is the drop of the contrast
+        when r's row and column of the FC are replaced by ``fill`` (the training mean): positive where the region
+        supports the scan's own value.  All N occlusions of a chunk of scans run as one batch.
+
+        Parameters
+        ----------
+        fc : Tensor (b, N, N)
+        own : Tensor (b, A) of int
+            Each scan's value code per attribute (a row of ``prototypes[k]``).
+        prototypes : list of A Tensors (V_k, H)
+            Raw (text-encoder) value tokens per attribute.
+        fill : Tensor (N, N)
+        max_elements : int
+            Occluded FC entries per forward pass (memory bound; 2**26 floats = 256 MB).
+        """
+        b, n, _ = fc.shape
+        eye = torch.eye(n, dtype=torch.bool, device=fc.device)
+        cross = eye[:, :, None] | eye[:, None, :]  # (N, N, N): ROI r's row and column
+        chunk = max(1, max_elements // ((n + 1) * n * n))
+        out = []
+        for start in range(0, b, chunk):  # scans in chunks; the N occlusions of a scan are one batch
+            x = fc[start:start + chunk]
+            c = len(x)
+            stack = torch.cat([x[:, None], torch.where(cross, fill, x[:, None])], 1).reshape(c * (n + 1), n, n)
+            v_loc = self.brain_tokens(stack)[0]
+            maps = []
+            for k, proto in enumerate(prototypes):
+                q = self.txt_local(proto)  # (V, D)
+                cond, _ = self.ttca(q.expand(len(v_loc), -1, -1), v_loc)  # (c(N+1), V, D)
+                log_t, bias = self.calt_temperature[k]()
+                z = (log_t.exp() * F.cosine_similarity(cond, q, dim=-1) + bias).reshape(c, n + 1, -1)
+                hit = F.one_hot(own[start:start + chunk, k], len(proto)).to(z.dtype)[:, None]  # (c, 1, V)
+                contrast = (z * hit).sum(-1)
+                if len(proto) > 1:
+                    contrast = contrast - (z * (1 - hit)).sum(-1) / (len(proto) - 1)
+                maps.append(contrast[:, :1] - contrast[:, 1:])  # (c, N)
+            out.append(torch.stack(maps, 1))
+        return torch.cat(out)
+
+    def embedding(self, fc: torch.Tensor) -> torch.Tensor:
+        """fc (b, N, N) → frozen brain embedding (b, 2D) for the linear probe: [v_g, mean of v_loc]."""
+        v_loc, _, v_g = self.brain_tokens(fc)
+        return torch.cat([v_g, v_loc.mean(1)], dim=-1)
+
 
 class TwoTowerModule(BrainTextModule):
     """Global brain and text embeddings aligned by CLIP, SigLIP or FairCLIP."""
@@ -156,6 +208,10 @@ class TwoTowerModule(BrainTextModule):
 
     def brain_embedding(self, fc: torch.Tensor) -> torch.Tensor:
         return self.img_global(self.brain(fc)["clusters"].mean(1))
+
+    def embedding(self, fc: torch.Tensor) -> torch.Tensor:
+        """fc (b, N, N) → frozen brain embedding (b, D) for the linear probe."""
+        return self.brain_embedding(fc)
 
     def compute_loss(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         img = self.brain_embedding(batch["fc"])
@@ -184,7 +240,7 @@ class BrainTextMethod(TorchMethod):
     text_defaults: ClassVar[dict[str, Any]] = {"template": None, "text_model": None, "dim": 128,
                                                "n_layers": 2, "n_heads": 4, "ff_dim": 1024, "n_clusters": 100,
                                                # dropout on the N×N node features costs ~25 % of a CPU step
-                                               "dropout": 0.0}
+                                               "dropout": 0.0, "prediction": "prompt"}
     train_defaults = {"epochs": 30, "batch_size": 32, "lr": 1e-4, "weight_decay": 1e-4, "warmup_frac": 0.03}
 
     def encoder(self):
@@ -194,6 +250,7 @@ class BrainTextMethod(TorchMethod):
         return {k: self.model_params[k] for k in ENCODER_KEYS}
 
     def prepare(self, task: Task, train: np.ndarray) -> None:
+        self.train_idx_ = np.asarray(train, dtype=int)
         self.texts_ = TaskTexts.build(task, self.encoder(), self.model_params["template"])
         self.seen_ = self.texts_.seen_category_words(train)
         self.sensitive_ = sensitive_attributes(self.texts_.template, task, self.model_params.get("sensitive_attributes"))
@@ -208,21 +265,38 @@ class BrainTextMethod(TorchMethod):
         return out
 
     def fit(self, task: Task, train: np.ndarray) -> BrainTextMethod:
-        """Train, then calibrate: a 1-D logistic regression maps the positive-minus-negative prompt logit to a
-        probability, fitted on the training scans.
+        """Train, then fit the prediction rule on the training scans.
 
-        The paper's softmax over the two prompts is this map with slope 1 and intercept 0; the prompts' logits
-        carry an offset (the class words sit at different distances from the brain tokens), which leaves the
-        ranking (AUC) intact but can put every scan on one side of 0.5, so thresholded metrics (ACC, SEN, SPC,
-        DPD, DEOdds) would describe the offset rather than the model.
+        ``prediction="prompt"`` (default, the paper's rule): a 1-D logistic regression maps the
+        positive-minus-negative prompt logit to a probability.  The paper's softmax over the two prompts is this
+        map with slope 1 and intercept 0; the prompts' logits carry an offset (the class words sit at different
+        distances from the brain tokens), which leaves the ranking (AUC) intact but can put every scan on one
+        side of 0.5, so thresholded metrics (ACC, SEN, SPC, DPD, DEOdds) would describe the offset rather than
+        the model.
+
+        ``prediction="probe"``: a logistic regression on the frozen, standardised brain embeddings (the linear
+        probe METHODS §1 also reports).
         """
+        if self.model_params["prediction"] not in ("prompt", "probe"):
+            raise BrainAlignError(f"{self.name}: prediction must be 'prompt' or 'probe', "
+                                  f"got {self.model_params['prediction']!r}")
         super().fit(task, train)
-        margin = super().predict_proba(task, train)
-        self.calibration_ = LogisticRegression(C=100.0).fit(margin[:, None], task.y[train])
+        if self.model_params["prediction"] == "probe":
+            self.calibration_ = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+            self.calibration_.fit(self.embeddings(task, train), task.y[train])
+        else:
+            margin = super().predict_proba(task, train)
+            self.calibration_ = LogisticRegression(C=100.0).fit(margin[:, None], task.y[train])
         return self
+
+    def embeddings(self, task: Task, idx: np.ndarray) -> np.ndarray:
+        """(len(idx), D) frozen brain embeddings of the trained model."""
+        return self.inference(task, idx, self.tensors, lambda m, b: m.embedding(b["fc"])).numpy()
 
     def predict_proba(self, task: Task, idx: np.ndarray) -> np.ndarray:
         """(len(idx),) calibrated probability of the positive class."""
+        if self.model_params["prediction"] == "probe":
+            return self.calibration_.predict_proba(self.embeddings(task, idx))[:, 1]
         margin = super().predict_proba(task, idx)
         return self.calibration_.predict_proba(margin[:, None])[:, 1]
 
@@ -244,10 +318,17 @@ class NeuroLIP(BrainTextMethod):
     """
 
     model_defaults = {**BrainTextMethod.text_defaults, "beta": 1e-3, "negative_gradient": True,
-                      "attention_loss": True, "ttca_heads": 4, "sensitive_attributes": None}
+                      "attention_loss": True, "ttca_heads": 4, "sensitive_attributes": None,
+                      "token_map": "attention"}
+    TOKEN_MAPS: ClassVar[tuple[str, ...]] = ("attention", "occlusion")
 
     def build_module(self, task: Task, train: np.ndarray) -> NeuroLIPModule:
+        if self.model_params["token_map"] not in self.TOKEN_MAPS:
+            raise BrainAlignError(f"{self.name}: token_map must be one of {self.TOKEN_MAPS}, "
+                                  f"got {self.model_params['token_map']!r}")
         self.prepare(task, train)
+        self.occlusion_fill_ = torch.from_numpy(np.ascontiguousarray(task.fc[train].mean(0, dtype=np.float64),
+                                                                     dtype=np.float32))
         p = self.model_params
         return NeuroLIPModule(task.cohort.n_rois, self.texts_.features, self.train_config,
                               attributes=self.texts_.attributes, disease=self.texts_.target_attribute,
@@ -260,13 +341,44 @@ class NeuroLIP(BrainTextMethod):
         return logits[:, 1] - logits[:, 0]
 
     def token_maps(self, task: Task, idx: np.ndarray) -> TokenMaps:
-        """Maps of every attribute-value token in each scan's own text (see :class:`TokenMaps`)."""
-        maps = self.inference(task, idx, self.tensors, lambda m, b: m.attribute_maps(b["fc"], b["text_id"]))
+        """Maps of every attribute-value token in each scan's own text (see :class:`TokenMaps`).
+
+        ``token_map="attention"`` (the paper's): A = A_ttca · A_mhsa.  ``"occlusion"``: the drop of the token's
+        contrastive CALT logit when each ROI is occluded (:meth:`NeuroLIPModule.occlusion_maps`), with value
+        prototypes averaged over the training texts.
+        """
         texts = self.texts_
+        if self.model_params["token_map"] == "occlusion":
+            protos = self.value_prototypes()
+            fill = self.occlusion_fill_
+            maps = self.inference(task, idx, self.tensors, lambda m, b: m.occlusion_maps(
+                b["fc"], b["groups"], [p.to(b["fc"].device) for p in protos], fill.to(b["fc"].device)))
+        else:
+            maps = self.inference(task, idx, self.tensors, lambda m, b: m.attribute_maps(b["fc"], b["text_id"]))
         words = [[texts.unique[t].value(a) for a in texts.attributes] for t in texts.text_id[np.asarray(idx)]]
         roles = ["disease" if a == texts.target_attribute else "sensitive" if a in self.sensitive_ else "other"
                  for a in texts.attributes]
         return TokenMaps(maps.numpy(), words, list(texts.attributes), roles)
+
+    def value_prototypes(self) -> list[torch.Tensor]:
+        """Per attribute, (V, H) mean value token of the texts with each value code (texts.groups codes).
+
+        Averaged over the distinct texts of the training scans; a value absent from training keeps its own
+        texts' mean (its row is only used to explain scans that carry it)."""
+        texts, train = self.texts_, self.train_idx_
+        tokens = texts.features.attr_tokens.float()  # (U, A, H)
+        out = []
+        for k in range(len(texts.attributes)):
+            codes = texts.groups[:, k]
+            ids = np.unique(np.stack([texts.text_id, codes], 1)[train], axis=0)  # (text, code) pairs in training
+            proto = torch.zeros(len(texts.vocab[k]), tokens.shape[-1])
+            for c in range(len(proto)):  # a handful of values per attribute
+                rows = ids[ids[:, 1] == c, 0]
+                if len(rows) == 0:
+                    rows = np.unique(texts.text_id[codes == c])
+                proto[c] = tokens[rows, k].mean(0)
+            out.append(proto)
+        return out
 
 
 class TwoTowerMethod(BrainTextMethod):
