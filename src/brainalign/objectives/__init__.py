@@ -22,10 +22,20 @@ from brainalign.objectives.contrastive import (
     siglip_logits,
     siglip_loss,
 )
+from brainalign.objectives.domain import DomainClassifier, GradientReversal, dann_alpha, domain_loss, grad_reverse
 from brainalign.objectives.fair import fairclip_loss, fairclip_penalty, sinkhorn_divergence
+from brainalign.objectives.vq import CosineVectorQuantizer, QuantizerOutput, code_usage
 
 __all__ = [
     "ClipTemperature",
+    "CosineVectorQuantizer",
+    "DomainClassifier",
+    "GradientReversal",
+    "QuantizerOutput",
+    "code_usage",
+    "dann_alpha",
+    "domain_loss",
+    "grad_reverse",
     "LearnableTemperature",
     "SigmoidTemperatureBias",
     "TokenConditionedAttention",

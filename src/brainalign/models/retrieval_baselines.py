@@ -1,0 +1,219 @@
+"""Retrieval baselines for the volume aligner (paper Table 1): ridge regression and a MindEye-style MLP.
+
+- :class:`RidgeRetrieval` regresses each target embedding on the masked voxels with scikit-learn's ``RidgeCV``
+  (efficient leave-one-out / GCV over the penalty grid; with V ≫ S it works on the S×S Gram matrix), as in
+  Takagi & Nishimoto and Ozcelik & VanRullen's linear decoders.
+- :class:`MLPRetrieval` is a small MindEye-like network: a linear layer from voxels to a hidden size, residual
+  MLP blocks (Linear → LayerNorm → GELU → Dropout), and one linear head per target, trained with the same queued,
+  duplicate-aware symmetric InfoNCE as the ViT (MindEye's MixCo/SoftCLIP schedule and diffusion prior are left out:
+  only the retrieval submodule is reproduced).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from brainalign.errors import BrainAlignError
+from brainalign.models.volume_aligner import (
+    BrainTargetModule,
+    VolumeRows,
+    _load_checkpoint,
+    check_training_inputs,
+    embed_rows,
+)
+from brainalign.objectives.queue import CLIP_FINAL_LOGIT_SCALE, stimulus_codes
+from brainalign.training.trainer import TrainConfig, fit_module, seed_everything
+
+__all__ = ["MLPConfig", "MLPRetrieval", "ResidualMLP", "RidgeRetrieval"]
+
+
+class RidgeRetrieval:
+    """Ridge regression from masked voxels to each target embedding; predictions are the brain embeddings.
+
+    Parameters
+    ----------
+    alphas : sequence of float
+        Penalties searched by ``RidgeCV`` (efficient leave-one-out), one choice per target.
+    """
+
+    kind = "ridge"
+
+    def __init__(self, alphas: tuple[float, ...] = (1e1, 1e2, 1e3, 1e4, 1e5, 1e6)):
+        self.alphas = tuple(float(a) for a in alphas)
+        self.models: dict[str, Any] = {}
+
+    def fit(self, X: Any, stimulus_ids: Any, image: np.ndarray | None = None,
+            text: np.ndarray | None = None) -> RidgeRetrieval:
+        """Fit one ``RidgeCV`` per given target on rows ``X`` (S, V)."""
+        from sklearn.linear_model import RidgeCV
+
+        _, targets = check_training_inputs(X, stimulus_ids, {"image": image, "text": text})
+        Xa = np.asarray(X, dtype=np.float32)
+        if not np.isfinite(Xa).all():
+            rows = np.flatnonzero(~np.isfinite(Xa).all(axis=1))
+            raise BrainAlignError(f"scan row(s) {rows[:5].tolist()} contain NaN/inf voxel values")
+        self.models = {k: RidgeCV(alphas=self.alphas).fit(Xa, y) for k, y in targets.items()}
+        return self
+
+    @property
+    def chosen_alphas(self) -> dict[str, float]:
+        return {k: float(m.alpha_) for k, m in self.models.items()}
+
+    def embed_all(self, X: Any, batch_size: int = 512, progress: Any = None) -> dict[str, np.ndarray]:
+        """{target: (S, D)} L2-normalised predicted embeddings."""
+        if not self.models:
+            raise BrainAlignError("the ridge baseline is not fitted")
+        out: dict[str, list[np.ndarray]] = {k: [] for k in self.models}
+        for start in range(0, X.shape[0], batch_size):
+            rows = np.asarray(X[start:start + batch_size], dtype=np.float32)
+            for k, m in self.models.items():
+                p = m.predict(rows)
+                out[k].append(p / np.maximum(np.linalg.norm(p, axis=1, keepdims=True), 1e-12))
+            if progress is not None:
+                progress(len(rows))
+        return {k: np.concatenate(v).astype(np.float32) for k, v in out.items()}
+
+    def embed(self, X: Any, target: str = "image") -> np.ndarray:
+        return self.embed_all(X)[target]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Coefficients (D, V), intercepts (D,) and chosen penalties per target in an ``.npz`` (no pickles)."""
+        if not self.models:
+            raise BrainAlignError("the ridge baseline is not fitted")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        arrays = {}
+        for k, m in self.models.items():
+            arrays.update({f"{k}_coef": m.coef_, f"{k}_intercept": np.atleast_1d(m.intercept_),
+                           f"{k}_alpha": np.array(m.alpha_)})
+        np.savez(path, alphas=np.array(self.alphas), **arrays)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> RidgeRetrieval:
+        from sklearn.linear_model import Ridge
+
+        path = Path(path)
+        if not path.is_file():
+            raise BrainAlignError(f"model file {path} does not exist")
+        with np.load(path, allow_pickle=False) as data:
+            model = cls(tuple(data["alphas"].tolist()))
+            for k in ("image", "text"):
+                if f"{k}_coef" in data:
+                    r = Ridge(alpha=float(data[f"{k}_alpha"]))
+                    r.coef_, r.intercept_ = data[f"{k}_coef"], data[f"{k}_intercept"]
+                    r.n_features_in_ = r.coef_.shape[1]
+                    model.models[k] = r
+        return model
+
+
+class ResidualMLP(nn.Module):
+    """(B, V) → (B, hidden): Linear → LayerNorm → GELU → Dropout, then ``n_blocks`` residual blocks of the same."""
+
+    def __init__(self, n_voxels: int, hidden: int = 512, n_blocks: int = 2, dropout: float = 0.15):
+        super().__init__()
+        self.stem = nn.Sequential(nn.Linear(n_voxels, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout))
+        self.blocks = nn.ModuleList(
+            nn.Sequential(nn.Linear(hidden, hidden), nn.LayerNorm(hidden), nn.GELU(), nn.Dropout(dropout))
+            for _ in range(n_blocks))
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.stem(x)
+        for block in self.blocks:
+            h = h + block(h)
+        return h
+
+
+@dataclass
+class MLPConfig:
+    """Settings of the MindEye-style baseline (small, CPU-trainable defaults)."""
+
+    hidden: int = 256
+    n_blocks: int = 2
+    dropout: float = 0.15
+    queue_size: int = 0
+    logit_scale: float = CLIP_FINAL_LOGIT_SCALE
+    epochs: int = 30
+    batch_size: int = 64
+    lr: float = 3e-4
+    weight_decay: float = 0.01
+    warmup_frac: float = 0.01
+    seed: int = 0
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> MLPConfig:
+        data = dict(data or {})
+        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise BrainAlignError(f"unknown MLP option(s) {unknown}")
+        return cls(**data)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class MLPRetrieval:
+    """MindEye-style residual MLP with one head per target, trained contrastively.
+
+    Parameters
+    ----------
+    config : MLPConfig, optional
+    """
+
+    kind = "mlp"
+
+    def __init__(self, config: MLPConfig | None = None):
+        self.config = config or MLPConfig()
+        self.module: BrainTargetModule | None = None
+
+    def _build(self, n_voxels: int, target_dims: dict[str, int]) -> BrainTargetModule:
+        c = self.config
+        train = TrainConfig(epochs=c.epochs, batch_size=c.batch_size, lr=c.lr, weight_decay=c.weight_decay,
+                            warmup_frac=c.warmup_frac, seed=c.seed)
+        backbone = ResidualMLP(n_voxels, c.hidden, c.n_blocks, c.dropout)
+        return BrainTargetModule(backbone, c.hidden, target_dims, {k: 1.0 for k in target_dims}, c.queue_size,
+                                 c.logit_scale, train, shared_space=False)
+
+    def fit(self, X: Any, stimulus_ids: Any, image: np.ndarray | None = None,
+            text: np.ndarray | None = None) -> MLPRetrieval:
+        ids, targets = check_training_inputs(X, stimulus_ids, {"image": image, "text": text})
+        seed_everything(self.config.seed)
+        self.module = self._build(X.shape[1], {k: v.shape[1] for k, v in targets.items()})
+        fit_module(self.module, VolumeRows(X, stimulus_codes(ids), targets), self.module.train_config)
+        self.module.eval()
+        return self
+
+    def embed_all(self, X: Any, batch_size: int = 256, progress: Any = None) -> dict[str, np.ndarray]:
+        if self.module is None:
+            raise BrainAlignError("the MLP baseline is not fitted")
+        return embed_rows(self.module, X, batch_size, progress)
+
+    def embed(self, X: Any, target: str = "image") -> np.ndarray:
+        return self.embed_all(X)[target]
+
+    def save(self, path: str | os.PathLike) -> Path:
+        if self.module is None:
+            raise BrainAlignError("the MLP baseline is not fitted")
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        n_vox = self.module.backbone.stem[0].in_features
+        torch.save({"kind": self.kind, "config": self.config.to_dict(), "target_dims": self.module.target_dims,
+                    "n_voxels": n_vox, "state_dict": self.module.state_dict()}, path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> MLPRetrieval:
+        state = _load_checkpoint(path, cls.kind)
+        model = cls(MLPConfig.from_dict(state["config"]))
+        model.module = model._build(int(state["n_voxels"]), state["target_dims"])
+        model.module.load_state_dict(state["state_dict"])
+        model.module.eval()
+        return model

@@ -1,0 +1,102 @@
+"""Domain-adversarial alignment: gradient reversal, the DANN schedule, and the fMRI-vs-text classifier.
+
+fMRI-LM (METHODS §2, §3) makes fMRI tokens "look like" text tokens of a frozen LLM: a classifier learns to tell
+fMRI latents (projected to the LLM width) from real text-token input embeddings, while the gradient-reversal
+layer (Ganin & Lempitsky, DANN) hands the encoder the negated, α-scaled gradient, so it learns to confuse it.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from brainalign.errors import BrainAlignError
+
+__all__ = ["DomainClassifier", "GradientReversal", "dann_alpha", "domain_loss", "grad_reverse"]
+
+
+class GradientReversal(torch.autograd.Function):
+    """Identity forward; backward multiplies the incoming gradient by ``-alpha``."""
+
+    @staticmethod
+    def forward(ctx, x: Tensor, alpha: float) -> Tensor:  # noqa: D102
+        ctx.alpha = float(alpha)
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> tuple[Tensor, None]:  # noqa: D102
+        return -ctx.alpha * grad, None
+
+
+def grad_reverse(x: Tensor, alpha: float = 1.0) -> Tensor:
+    """Apply :class:`GradientReversal` (``alpha >= 0``)."""
+    if not math.isfinite(alpha) or alpha < 0:
+        raise BrainAlignError(f"gradient-reversal strength must be finite and >= 0, got {alpha}")
+    return GradientReversal.apply(x, alpha)
+
+
+def dann_alpha(progress: float, gamma: float = 10.0) -> float:
+    """DANN schedule ``α(p) = 2 / (1 + exp(−γ p)) − 1``: 0 at p = 0, → 1 as p → 1 (γ = 10: 0.9999 at p = 1).
+
+    Parameters
+    ----------
+    progress : float
+        Training progress p in [0, 1] (values outside are clipped).
+    gamma : float
+    """
+    p = min(max(float(progress), 0.0), 1.0)
+    return 2.0 / (1.0 + math.exp(-gamma * p)) - 1.0
+
+
+class DomainClassifier(nn.Module):
+    """Linear → GELU → Linear(2): logits of (text, fMRI) for each token embedding.
+
+    Parameters
+    ----------
+    dim : int
+        Input width D (the LLM width, 576 for SmolLM2-135M).
+    hidden : int
+    """
+
+    def __init__(self, dim: int, hidden: int = 256):
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(), nn.Linear(hidden, 2))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """(…, D) → (…, 2) logits; class 1 = fMRI, class 0 = text."""
+        return self.net(x)
+
+
+def domain_loss(classifier: DomainClassifier, fmri: Tensor, text: Tensor, alpha: float) -> tuple[Tensor, Tensor]:
+    """Balanced cross-entropy of the domain classifier, with gradient reversal on the fMRI side.
+
+    Parameters
+    ----------
+    classifier : DomainClassifier
+    fmri : Tensor (N_f, D)
+        fMRI token latents projected to the LLM width.
+    text : Tensor (N_t, D)
+        Text-token input embeddings of the frozen LLM.
+    alpha : float
+        Reversal strength (see :func:`dann_alpha`).
+
+    Returns
+    -------
+    loss : Tensor, scalar
+        ``½ (CE over fMRI tokens with label 1 + CE over text tokens with label 0)``.
+    accuracy : Tensor, scalar
+        Balanced accuracy of the classifier on these tokens (no grad).
+    """
+    if fmri.ndim != 2 or text.ndim != 2 or fmri.shape[1] != text.shape[1]:
+        raise BrainAlignError(f"domain_loss needs (N, D) fMRI and text tokens of equal width, got "
+                              f"{tuple(fmri.shape)} and {tuple(text.shape)}")
+    logit_f = classifier(grad_reverse(fmri, alpha))
+    logit_t = classifier(text)
+    loss_f = F.cross_entropy(logit_f, torch.ones(len(fmri), dtype=torch.long, device=fmri.device))
+    loss_t = F.cross_entropy(logit_t, torch.zeros(len(text), dtype=torch.long, device=text.device))
+    with torch.no_grad():
+        acc = 0.5 * ((logit_f.argmax(-1) == 1).float().mean() + (logit_t.argmax(-1) == 0).float().mean())
+    return 0.5 * (loss_f + loss_t), acc

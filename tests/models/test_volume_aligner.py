@@ -1,0 +1,220 @@
+"""Volume aligner (ViT), ridge and MLP baselines on an easy synthetic problem; save/load; bad inputs."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from brainalign.errors import BrainAlignError
+from brainalign.evaluation.retrieval import retrieval_table
+from brainalign.models.retrieval_baselines import MLPConfig, MLPRetrieval, RidgeRetrieval
+from brainalign.models.volume_aligner import VolumeAligner, VolumeAlignerConfig
+
+TINY = dict(patch_size=7, depth=1, width=32, heads=2, batch_size=24, queue_size=32, lr=3e-3, min_lr=1e-4,
+            warmup_frac=0.05)
+
+
+def easy_problem(n_stim=48, n_sub=2, seed=0):
+    """Voxels are a linear read-out of a stimulus latent plus noise; targets another read-out of it."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros((14, 14, 14), dtype=bool)
+    mask[1:13, 2:12, 1:14] = True
+    z = rng.standard_normal((n_stim, 4))
+    w = rng.standard_normal((4, int(mask.sum())))
+    img = z @ rng.standard_normal((4, 8))
+    txt = np.tanh(z @ rng.standard_normal((4, 6)))
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    txt /= np.linalg.norm(txt, axis=1, keepdims=True)
+    stim = np.tile(np.arange(n_stim), n_sub)
+    X = (z[stim] @ w + 0.5 * rng.standard_normal((len(stim), w.shape[1]))).astype(np.float32)
+    ids = np.array([f"s{k:03d}" for k in range(n_stim)])
+    return dict(mask=mask, X=X, stim=ids[stim], subj=np.repeat([f"sub-{i}" for i in range(n_sub)], n_stim),
+                image=img[stim].astype(np.float32), text=txt[stim].astype(np.float32),
+                targets={"image": (img, ids), "text": (txt, ids)})
+
+
+@pytest.fixture(scope="module")
+def problem():
+    return easy_problem()
+
+
+def _split(p):
+    test = np.isin(p["stim"], p["targets"]["image"][1][-12:])
+    return ~test, test
+
+
+@pytest.fixture(scope="module")
+def fitted(problem):
+    train, _ = _split(problem)
+    cfg = VolumeAlignerConfig(epochs=12, **TINY)
+    return VolumeAligner(cfg).fit(problem["X"][train], problem["mask"], problem["stim"][train],
+                                  image=problem["image"][train], text=problem["text"][train])
+
+
+def _scores(model, p, rows):
+    return retrieval_table(model.embed_all(p["X"][rows]), p["targets"], p["stim"][rows], p["subj"][rows])
+
+
+def test_tiny_fit_beats_chance_on_held_out_stimuli(fitted, problem):
+    _, test = _split(problem)
+    scores = _scores(fitted, problem, test)
+    assert set(scores) == {"brain_to_image", "image_to_brain", "brain_to_text", "text_to_brain"}
+    b2i = scores["brain_to_image"]
+    assert b2i["chance@1"] == pytest.approx(1 / 12) and b2i["n_candidates"] == 12
+    assert b2i["R@1"] >= 3 * b2i["chance@1"]
+    assert scores["text_to_brain"]["R@5"] > scores["text_to_brain"]["chance@5"]
+    # an untrained model of the same shape is near chance
+    untrained = VolumeAligner(VolumeAlignerConfig(epochs=1, text_weight=0.0,
+                                                     **{**TINY, "lr": 1e-9, "min_lr": 1e-9}))
+    train, _ = _split(problem)
+    untrained.fit(problem["X"][train], problem["mask"], problem["stim"][train], image=problem["image"][train])
+    assert _scores(untrained, problem, test)["brain_to_image"]["R@1"] < b2i["R@1"]
+
+
+def test_embed_shapes_and_volume_input(fitted, problem):
+    emb = fitted.embed(problem["X"][:5], "image")
+    assert emb.shape == (5, 8) and np.allclose(np.linalg.norm(emb, axis=1), 1, atol=1e-5)
+    assert fitted.embed(problem["X"][:5], "text").shape == (5, 6)  # text gets a linear head (6 != 8)
+    vols = np.zeros((5, 14, 14, 14), dtype=np.float32)
+    vols[:, problem["mask"]] = problem["X"][:5]
+    np.testing.assert_allclose(fitted.embed(vols, "image"), emb, atol=1e-5)
+    with pytest.raises(BrainAlignError, match="not trained for target 'audio'"):
+        fitted.embed(problem["X"][:2], "audio")
+
+
+def test_save_load_round_trip(fitted, problem, tmp_path):
+    path = fitted.save(tmp_path / "vit.pt")
+    again = VolumeAligner.load(path)
+    np.testing.assert_allclose(again.embed(problem["X"][:6]), fitted.embed(problem["X"][:6]), atol=1e-6)
+    assert again.config == fitted.config and np.array_equal(again.mask, problem["mask"])
+    (tmp_path / "junk.pt").write_bytes(b"not a checkpoint")
+    with pytest.raises(BrainAlignError, match="cannot read model file"):
+        VolumeAligner.load(tmp_path / "junk.pt")
+    with pytest.raises(BrainAlignError, match="does not exist"):
+        VolumeAligner.load(tmp_path / "missing.pt")
+
+
+def test_ridge_baseline(problem, tmp_path):
+    train, test = _split(problem)
+    ridge = RidgeRetrieval().fit(problem["X"][train], problem["stim"][train], image=problem["image"][train],
+                                 text=problem["text"][train])
+    scores = _scores(ridge, problem, test)
+    assert scores["brain_to_image"]["R@1"] >= 3 * scores["brain_to_image"]["chance@1"]
+    assert set(ridge.chosen_alphas) == {"image", "text"}
+    again = RidgeRetrieval.load(ridge.save(tmp_path / "ridge.npz"))
+    np.testing.assert_allclose(again.embed(problem["X"][:4], "text"), ridge.embed(problem["X"][:4], "text"),
+                               atol=1e-5)
+
+
+def test_mlp_baseline_trains_and_round_trips(problem, tmp_path):
+    train, test = _split(problem)
+    mlp = MLPRetrieval(MLPConfig(hidden=32, n_blocks=1, epochs=8, batch_size=24, lr=1e-3)).fit(
+        problem["X"][train], problem["stim"][train], image=problem["image"][train])
+    scores = _scores(mlp, problem, test)
+    assert set(scores) == {"brain_to_image", "image_to_brain"}
+    assert scores["brain_to_image"]["R@5"] > scores["brain_to_image"]["chance@5"]
+    again = MLPRetrieval.load(mlp.save(tmp_path / "mlp.pt"))
+    np.testing.assert_allclose(again.embed(problem["X"][:4]), mlp.embed(problem["X"][:4]), atol=1e-6)
+
+
+def test_config_from_yaml_and_validation(tmp_path):
+    f = tmp_path / "c.yaml"
+    f.write_text("depth: 2\nqueue_size: 0\nlr: 0.001\n")
+    cfg = VolumeAlignerConfig.from_yaml(f)
+    assert (cfg.depth, cfg.queue_size, cfg.lr, cfg.patch_size) == (2, 0, 1e-3, 14)
+    tc = cfg.train_config()
+    assert tc.warmup_frac == 0.01 and tc.min_lr_frac == pytest.approx(1e-5 / 1e-3)
+    with pytest.raises(BrainAlignError, match="unknown volume aligner option"):
+        VolumeAlignerConfig.from_dict({"depht": 2})
+    with pytest.raises(BrainAlignError, match="not both 0"):
+        VolumeAlignerConfig(image_weight=0, text_weight=0)
+    with pytest.raises(BrainAlignError, match="batch_size"):
+        VolumeAlignerConfig(batch_size=1)
+
+
+def test_bad_training_inputs(problem):
+    p = problem
+    model = VolumeAligner(VolumeAlignerConfig(epochs=1, **TINY))
+    with pytest.raises(BrainAlignError, match="voxel columns"):
+        model.fit(p["X"][:, :10], p["mask"], p["stim"], image=p["image"], text=p["text"])
+    with pytest.raises(BrainAlignError, match="no \\['text'\\] embeddings"):
+        model.fit(p["X"], p["mask"], p["stim"], image=p["image"])
+    bad = p["image"].copy()
+    bad[3] = np.nan
+    with pytest.raises(BrainAlignError, match="image targets contain NaN/inf for stimulus id"):
+        model.fit(p["X"], p["mask"], p["stim"], image=bad, text=p["text"])
+    with pytest.raises(BrainAlignError, match="stimulus_ids must have shape"):
+        model.fit(p["X"], p["mask"], p["stim"][:3], image=p["image"], text=p["text"])
+    X = p["X"].copy()
+    X[2, 7] = np.inf
+    with pytest.raises(BrainAlignError, match="scan row 2 contains 1 NaN/inf"):
+        model.fit(X, p["mask"], p["stim"], image=p["image"], text=p["text"])
+    with pytest.raises(BrainAlignError, match="NaN/inf"):
+        RidgeRetrieval().fit(X, p["stim"], image=p["image"])
+    with pytest.raises(BrainAlignError, match="not fitted"):
+        VolumeAligner().embed(p["X"][:2])
+
+
+def test_per_patch_embedding_option_round_trips_and_old_files_load(problem, tmp_path):
+    """``patch_embedding="per_patch"`` builds untied weights and survives save/load; files written before the
+    option existed (no field in their config) load with the default shared embedding."""
+    import torch
+
+    from brainalign.encoders.volume_vit import PerPatchLinear
+
+    train, _ = _split(problem)
+    fit = dict(image=problem["image"][train], text=problem["text"][train])
+    untied = VolumeAligner(VolumeAlignerConfig(epochs=1, patch_embedding="per_patch", pool="mean", **TINY)).fit(
+        problem["X"][train], problem["mask"], problem["stim"][train], **fit)
+    assert isinstance(untied.module.backbone.patch_embed, PerPatchLinear)
+    again = VolumeAligner.load(untied.save(tmp_path / "untied.pt"))
+    np.testing.assert_allclose(again.embed(problem["X"][:4]), untied.embed(problem["X"][:4]), atol=1e-6)
+    shared = VolumeAligner(VolumeAlignerConfig(epochs=1, **TINY)).fit(problem["X"][train], problem["mask"],
+                                                                      problem["stim"][train], **fit)
+    state = torch.load(shared.save(tmp_path / "vit.pt"), weights_only=True)
+    for name in ("patch_embedding", "pool", "mixup_alpha", "mixup_frac"):
+        del state["config"][name]  # as written before the options existed
+    torch.save(state, tmp_path / "old.pt")
+    old = VolumeAligner.load(tmp_path / "old.pt")
+    assert old.config.patch_embedding == "shared" and old.config.mixup_alpha == 0.0
+    np.testing.assert_allclose(old.embed(problem["X"][:4]), shared.embed(problem["X"][:4]), atol=1e-6)
+    with pytest.raises(BrainAlignError, match="patch_embedding must be"):
+        VolumeAlignerConfig(patch_embedding="conv")
+    with pytest.raises(BrainAlignError, match="pool must be"):
+        VolumeAlignerConfig(pool="max")
+
+
+def test_mixup_mixes_inputs_and_targets_in_training_only(problem):
+    """BiMixCo-style mixup: loss = λ·L(x̃, y) + (1-λ)·L(x̃, y[π]) on x̃ = λx + (1-λ)x[π]; off in eval / after frac."""
+    import torch
+
+    from brainalign.models.volume_aligner import BrainTargetModule
+    from brainalign.objectives.queue import queued_info_nce
+    from brainalign.training.trainer import TrainConfig
+
+    n_vox = int(problem["mask"].sum())
+
+    def module(alpha, frac=1.0):
+        torch.manual_seed(0)
+        return BrainTargetModule(torch.nn.Linear(n_vox, 8), 8, {"image": 8}, {"image": 1.0}, 0, 100.0,
+                                 TrainConfig(epochs=3), mixup_alpha=alpha, mixup_frac=frac)
+
+    batch = {"x": torch.from_numpy(problem["X"][:16]), "image": torch.from_numpy(problem["image"][:16]),
+             "code": torch.arange(16), "index": torch.arange(16)}
+    plain, mixed, off = module(0.0).train(), module(1.0).train(), module(1.0, frac=0.0).train()
+    losses = []
+    for m in (plain, mixed, off):
+        torch.manual_seed(1)
+        losses.append(float(m.compute_loss(batch)[0]))
+    torch.manual_seed(1)
+    lam = float(torch.distributions.Beta(1.0, 1.0).sample())
+    perm = torch.randperm(16)
+    out = plain.backbone(lam * batch["x"] + (1 - lam) * batch["x"][perm])
+    expected = (lam * queued_info_nce(out, batch["image"], batch["code"])
+                + (1 - lam) * queued_info_nce(out, batch["image"][perm], batch["code"][perm]))
+    assert losses[1] == pytest.approx(float(expected), rel=1e-5)
+    assert losses[0] == losses[2] and losses[1] != pytest.approx(losses[0])
+    mixed.eval(), plain.eval()
+    assert float(mixed.compute_loss(batch)[0]) == pytest.approx(float(plain.compute_loss(batch)[0]))
+    with pytest.raises(BrainAlignError, match="mixup_alpha"):
+        VolumeAlignerConfig(mixup_alpha=-1.0)
