@@ -140,8 +140,8 @@ def test_cli_fit_and_encode(toy_cohort_dir, tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["methods"]) == {"full", "no_adversary", "no_contrast"}
     m = results["methods"]["full"]["metrics"]
-    for key in ("recon_r2", "domain_acc", "usage", "perplexity", "caption_to_scan_R@5", "scan_to_caption_R@1",
-                "chance_R@5", "age_r2", "encode_scans_per_s"):
+    for key in ("recon_r2", "domain_acc", "domain_acc_tokens", "usage", "perplexity", "caption_to_scan_R@5",
+                "scan_to_caption_R@1", "chance_R@5", "age_r2", "encode_scans_per_s"):
         assert np.isfinite(m[key]), key
     assert 0 <= m["domain_acc"] <= 1 and 0 < m["chance_R@5"] <= 1
     assert results["methods"]["no_adversary"]["config_changes"] == {"domain_weight": 0.0}
@@ -190,3 +190,73 @@ def test_cli_errors(toy_cohort_dir, tmp_path):
     res = runner.invoke(app, ["tokenize", "encode", "--model", str(tmp_path / "none"), "--cohort",
                               str(toy_cohort_dir), "--out", str(tmp_path / "t")])
     assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_contrast_head_pools_and_gram_sees_connectivity():
+    from brainalign.models.tokenizer import ContrastHead
+
+    torch.manual_seed(0)
+    z = torch.randn(3, 2 * 5, 8)  # B = 3, W = 2 patches, N = 5 ROIs, C = 8
+    for pool in ("mean", "gram"):
+        assert ContrastHead(5, 8, 6, pool, proj=4)(z).shape == (3, 6)
+    head = ContrastHead(5, 8, 6, "gram", proj=4)
+    assert head.out.in_features == 8 + 5 * 4 // 2  # mean token + upper triangle of the 5 x 5 ROI similarity
+    # two ROIs with identical latent trajectories: their latent connectivity is 1
+    z[:, 5 + 1] = z[:, 5 + 0]
+    z[:, 1] = z[:, 0]
+    w = head.proj(z).reshape(3, 2, 5, 4).transpose(1, 2).reshape(3, 5, 8)
+    w = torch.nn.functional.normalize(w - w.mean(-1, keepdim=True), dim=-1)
+    assert torch.allclose((w[:, 0] * w[:, 1]).sum(-1), torch.ones(3), atol=1e-5)
+    with pytest.raises(BrainAlignError, match="contrast pool"):
+        ContrastHead(5, 8, 6, "max")
+    with pytest.raises(BrainAlignError, match=r"\(B, W·5, C\)"):
+        head(torch.randn(2, 7, 8))
+
+
+@pytest.mark.parametrize("domain_input,contrast_input,pool", [("quantized", "quantized", "mean"),
+                                                              ("latent", "latent", "gram")])
+def test_adversary_and_contrast_inputs(domain_input, contrast_input, pool):
+    x = _series(n=12)
+    emb = np.random.default_rng(1).standard_normal((len(x), 6)).astype(np.float32)
+    cfg = TokenizerConfig(**TINY, epochs=2, domain_input=domain_input, contrast_input=contrast_input,
+                          contrast_pool=pool)
+    tok = FMRITokenizer(cfg).fit(x, emb, text_pool=torch.randn(40, 16))
+    e = tok.embed(x)
+    assert e["scan_embedding"].shape == (12, 6)
+    assert e["tokens"].shape == e["latents"].shape == (12, 15, 16)
+    assert np.allclose(np.linalg.norm(e["latents"], axis=-1), 1, atol=1e-4)
+    module = tok.module_
+    with torch.no_grad():
+        out = module.forward_all(torch.from_numpy(x[:2]))
+        side = module.domain_side(out)
+    expected = out["latents"] if domain_input == "latent" else out["quantized"]
+    assert torch.equal(side, expected)
+    # the adversary's gradient reaches the encoder through the latents it sees
+    module.train()
+    module.zero_grad()
+    out = module.forward_all(torch.from_numpy(x[:2]))
+    module.domain_classifier(module.domain_side(out)).sum().backward()
+    assert module.encoder.embed.weight.grad is not None and module.encoder.embed.weight.grad.abs().sum() > 0
+    acc = tok.domain_accuracy(e["latents"].reshape(-1, 16), torch.randn(30, 16).numpy())
+    assert 0 <= acc <= 1
+
+
+def test_new_config_options_are_checked():
+    with pytest.raises(BrainAlignError, match="domain_input must be 'latent' or 'quantized'"):
+        TokenizerConfig(domain_input="codes")
+    with pytest.raises(BrainAlignError, match="contrast_input must be"):
+        TokenizerConfig(contrast_input="pooled")
+    with pytest.raises(BrainAlignError, match="contrast_pool must be one of"):
+        TokenizerConfig(contrast_pool="attention")
+    with pytest.raises(BrainAlignError, match="contrast_proj must be a positive integer"):
+        TokenizerConfig(contrast_proj=0)
+
+
+def test_old_checkpoint_format_is_refused(fitted, tmp_path):
+    tok, *_ = fitted
+    path = tok.save(tmp_path / "tok.pt")
+    state = torch.load(path, weights_only=True)
+    state["format"] = 1
+    torch.save(state, tmp_path / "old.pt")
+    with pytest.raises(BrainAlignError, match="not a brainalign tokenizer checkpoint"):
+        FMRITokenizer.load(tmp_path / "old.pt")

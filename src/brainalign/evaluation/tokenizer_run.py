@@ -76,7 +76,10 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
     -------
     dict
         ``recon_r2`` (sklearn ``r2_score`` over all S·T·N values flattened, i.e. one pooled R²),
-        ``domain_acc`` (balanced), ``usage``, ``perplexity``, ``perplexity_frac``, retrieval recalls with
+        ``domain_acc`` (balanced accuracy of the trained domain classifier on the held-out tokens it is trained
+        on — the pre-quantisation latents with ``domain_input="latent"``, the codes with ``"quantized"`` — against
+        held-out text tokens), ``domain_acc_tokens`` / ``domain_acc_latents`` (the same classifier on the other
+        representation, a diagnostic), ``usage``, ``perplexity``, ``perplexity_frac``, retrieval recalls with
         chance levels, ``age_r2``, ``encode_scans_per_s``.
     """
     from sklearn.linear_model import RidgeCV
@@ -90,11 +93,14 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
                              "encode_scans_per_s": encode_rate}
     out.update(tok.usage(e["codes"]))
     if text_test is not None and len(text_test):
-        flat = e["tokens"].reshape(-1, e["tokens"].shape[-1])
-        n = min(N_DOMAIN_TOKENS, len(flat))
-        fmri = flat[rng.choice(len(flat), n, replace=False)]
+        n_tokens = e["tokens"].shape[0] * e["tokens"].shape[1]
+        n = min(N_DOMAIN_TOKENS, n_tokens)
+        pick = rng.choice(n_tokens, n, replace=False)
         text = text_test[rng.integers(0, len(text_test), n)]
-        out["domain_acc"] = tok.domain_accuracy(fmri, text)
+        seen = "latents" if tok.config.domain_input == "latent" else "tokens"
+        other = "tokens" if seen == "latents" else "latents"
+        out["domain_acc"] = tok.domain_accuracy(e[seen].reshape(n_tokens, -1)[pick], text)
+        out[f"domain_acc_{other}"] = tok.domain_accuracy(e[other].reshape(n_tokens, -1)[pick], text)
     if caption_emb is not None and captions is not None:  # also without contrast: then it is chance level
         out.update(retrieval_metrics(e["scan_embedding"], caption_emb, captions))
     if age is not None:

@@ -4,15 +4,17 @@ A temporal-patch transformer encodes (T, N) ROI series into M = ⌈T/P⌉·N lat
 turns them into code ids (the brain-token vocabulary), and a light transformer decoder reconstructs the series.
 Two alignment terms tie the vocabulary to language:
 
-* **domain adversary** — a classifier tells the (unit-norm) quantised fMRI token latents from real text-token
+* **domain adversary** — a classifier tells the unit-norm fMRI token latents (by default the encoder outputs before
+  quantisation, ``domain_input``) from real text-token
   input embeddings of the frozen LLM (SmolLM2-135M), brought to the code width C by the vocabulary's top-C
   principal axes and L2-normalised; a gradient-reversal layer with the DANN schedule makes the encoder confuse it.
   **Decision:** the comparison happens in the code space, not after a learned C → D projection: the image of a
   learned linear C → D map is a C-dimensional subspace of the D-dimensional text space (C = 64 ≪ D = 576), which
   any classifier separates perfectly (held-out accuracy 100 % in a first 400-scan run), so the adversary could
   never be confused.  Both sides are unit-norm so that the norm alone does not give the domain away;
-* **contrast** — SigLIP between the mean-pooled quantised latents of a scan (projected to the text-encoder width)
-  and the frozen text encoder's pooled embedding of its caption; identical captions are positives of each other.
+* **contrast** — SigLIP between a scan's latents pooled by :class:`ContrastHead` (mean token + the latent ROI × ROI
+  similarity, projected to the text-encoder width) and the frozen text encoder's pooled embedding of its caption;
+  identical captions are positives of each other.
 
 ``loss = MSE(X, D(Q(E(X)))) + w_commit · commitment + w_d · L_domain + w_c · L_contrast``.
 
@@ -45,9 +47,11 @@ from brainalign.objectives.domain import DomainClassifier, dann_alpha, domain_lo
 from brainalign.objectives.vq import CosineVectorQuantizer, code_usage
 from brainalign.training.trainer import AlignmentModule, IndexedTensors, TrainConfig, fit_module, seed_everything
 
-__all__ = ["ABLATIONS", "FMRITokenizer", "TokenizerConfig", "TokenizerModule"]
+__all__ = ["ABLATIONS", "ContrastHead", "FMRITokenizer", "TokenizerConfig", "TokenizerModule"]
 
-CHECKPOINT_FORMAT = 1
+CHECKPOINT_FORMAT = 2
+#: Pooling of a scan's token latents for the caption contrast (see :class:`ContrastHead`).
+CONTRAST_POOLS = ("mean", "gram")
 #: Ablations of the full model: the changed config fields.
 ABLATIONS = {"full": {}, "no_adversary": {"domain_weight": 0.0}, "no_contrast": {"contrast_weight": 0.0}}
 _TRAIN_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "seed", "progress")
@@ -83,10 +87,24 @@ class TokenizerConfig:
     commitment_weight : float
         w_commit.
     domain_weight : float
-        w_d (fMRI-LM: 0.5); 0 = ``no_adversary``.  Default 0.05: on the 400-scan simulated cohort w_d = 0.5
-        (with w_c = 1) collapsed the codebook to a handful of codes (held-out perplexity 0.2 % of K, R² ≈ 0).
+        w_d (fMRI-LM: 0.5); 0 = ``no_adversary``.  Default 0.05: on the 400-scan simulated cohort larger weights
+        lower the held-out domain accuracy but shrink the codebook (w_d = 0.05 / 0.5 / 1: accuracy 0.96 / 0.82 /
+        0.75, perplexity 43 / 24 / 12 % of K; BENCHMARKS.md).
     contrast_weight : float
-        w_c; 0 = ``no_contrast``.  Default 0.1: w_c = 1 alone (no adversary) also collapsed the codebook there.
+        w_c; 0 = ``no_contrast``.  Default 1 (fMRI-LM's weight): with the contrast on the pre-quantisation latents
+        through the ``"gram"`` head it raises held-out perplexity (43 % of K vs 29 % without the contrast,
+        BENCHMARKS.md); on the quantised codes through a mean pool w_c = 1 had collapsed the codebook.
+    domain_input : str
+        What the domain classifier sees: ``"latent"`` (default; the unit-norm encoder outputs before
+        quantisation, as fMRI-LM applies the adversary to the encoder latents) or ``"quantized"`` (the codes: a
+        discrete set of at most K points, which the classifier separated from text at 0.98).
+    contrast_input : str
+        What the contrast pools: ``"latent"`` (default, pre-quantisation) or ``"quantized"``.
+    contrast_pool : str
+        ``"gram"`` (default: mean token + the ROI × ROI similarity of latent trajectories, see
+        :class:`ContrastHead`) or ``"mean"``.
+    contrast_proj : int
+        Width of the per-patch projection in the ``"gram"`` head.
     domain_hidden : int
         Hidden width of the domain classifier.
     tokens_per_step : int
@@ -116,8 +134,12 @@ class TokenizerConfig:
     dead_code_threshold: float = 1.0
     commitment_weight: float = 0.25
     domain_weight: float = 0.05
-    contrast_weight: float = 0.1
+    contrast_weight: float = 1.0
     domain_hidden: int = 256
+    domain_input: str = "latent"
+    contrast_input: str = "latent"
+    contrast_pool: str = "gram"
+    contrast_proj: int = 16
     tokens_per_step: int = 1024
     llm: str = "smollm2-135m"
     text_model: str | None = None
@@ -145,6 +167,14 @@ class TokenizerConfig:
             problems.append(f"patch_len ({self.patch_len}) exceeds n_timepoints ({self.n_timepoints})")
         if not problems and self.dim % self.heads:
             problems.append(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
+        for name in ("domain_input", "contrast_input"):
+            if getattr(self, name) not in ("latent", "quantized"):
+                problems.append(f"{name} must be 'latent' or 'quantized', got {getattr(self, name)!r}")
+        if self.contrast_pool not in CONTRAST_POOLS:
+            problems.append(f"contrast_pool must be one of {list(CONTRAST_POOLS)}, got {self.contrast_pool!r}")
+        value = self.contrast_proj
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            problems.append(f"contrast_proj must be a positive integer, got {value!r}")
         if not 0 < self.ema_decay < 1:
             problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if not 0 < self.test_size < 1:
@@ -172,6 +202,56 @@ class TokenizerConfig:
         return TrainConfig(**{k: getattr(self, k) for k in _TRAIN_FIELDS}, min_lr_frac=0.05)
 
 
+class ContrastHead(nn.Module):
+    """Pools a scan's token latents (B, M, C) into one vector in the caption space (B, H) for the contrast.
+
+    Parameters
+    ----------
+    n_rois : int
+        N (tokens are time-major: ``m = w·N + n``).
+    dim : int
+        C.
+    text_dim : int
+        H, the caption-encoder width.
+    pool : str
+        ``"mean"``: Linear(mean over all M tokens).  ``"gram"``: the mean token concatenated with a
+        *latent functional connectivity* — each ROI's W patch latents, projected to ``proj`` dims and
+        concatenated over time, centred and L2-normalised, give an N × N cosine matrix, whose upper triangle
+        (N(N−1)/2 values) is flattened; LayerNorm → Linear to H.  The descriptor captions are mostly about
+        connectivity (within/between-network FC, gradients, graph metrics), quantities between ROIs that an
+        average of per-ROI tokens cannot express.
+    proj : int
+        Width each patch latent is projected to before the ROI × ROI similarity (``"gram"`` only).
+    """
+
+    def __init__(self, n_rois: int, dim: int, text_dim: int, pool: str = "gram", proj: int = 16):
+        super().__init__()
+        if pool not in CONTRAST_POOLS:
+            raise BrainAlignError(f"contrast pool must be one of {list(CONTRAST_POOLS)}, got {pool!r}")
+        self.n_rois, self.pool = n_rois, pool
+        n_features = dim
+        if pool == "gram":
+            self.proj = nn.Linear(dim, proj)
+            rows, cols = torch.triu_indices(n_rois, n_rois, offset=1)
+            self.register_buffer("rows", rows, persistent=False)
+            self.register_buffer("cols", cols, persistent=False)
+            n_features += len(rows)
+            self.norm = nn.LayerNorm(n_features)
+        self.out = nn.Linear(n_features, text_dim)
+
+    def forward(self, z: Tensor) -> Tensor:
+        if z.ndim != 3 or z.shape[1] % self.n_rois:
+            raise BrainAlignError(f"contrast head expects (B, W·{self.n_rois}, C) latents, got {tuple(z.shape)}")
+        mean = z.mean(dim=1)
+        if self.pool == "mean":
+            return self.out(mean)
+        B, M, _ = z.shape
+        u = self.proj(z).reshape(B, M // self.n_rois, self.n_rois, -1).transpose(1, 2).reshape(B, self.n_rois, -1)
+        u = F.normalize(u - u.mean(dim=-1, keepdim=True), dim=-1)
+        gram = u @ u.transpose(1, 2)
+        return self.out(self.norm(torch.cat([mean, gram[:, self.rows, self.cols]], dim=-1)))
+
+
 class TokenizerModule(AlignmentModule):
     """The networks of the tokenizer and its loss (a LightningModule trained by ``fit_module``).
 
@@ -197,7 +277,7 @@ class TokenizerModule(AlignmentModule):
                                                kmeans_iters=c.kmeans_iters, dead_code_threshold=c.dead_code_threshold)
         self.decoder = PatchDecoder(self.encoder, c.decoder_depth, c.heads)
         self.domain_classifier = DomainClassifier(c.dim, c.domain_hidden)
-        self.to_text = nn.Linear(c.dim, text_dim)
+        self.contrast_head = ContrastHead(n_rois, c.dim, text_dim, c.contrast_pool, c.contrast_proj)
         self.siglip_temperature = SigmoidTemperatureBias()
         if text_pool is not None and (text_pool.ndim != 2 or text_pool.shape[1] != c.dim):
             raise BrainAlignError(f"text_pool must be (U, {c.dim}) (text tokens in the code space), got "
@@ -210,9 +290,21 @@ class TokenizerModule(AlignmentModule):
         out = self.quantizer(self.encoder(x))
         return out.quantized, out.indices, out.commitment
 
-    def pooled_text_side(self, quantized: Tensor) -> Tensor:
-        """(B, M, C) → (B, text_dim) scan embedding for the caption contrast."""
-        return self.to_text(quantized.mean(dim=1))
+    def forward_all(self, x: Tensor) -> dict[str, Tensor]:
+        """(B, T, N) → ``latents`` (B, M, C) unit-norm encoder outputs before quantisation, ``quantized``
+        (B, M, C), ``indices`` (B, M), ``commitment``."""
+        z = self.encoder(x)
+        out = self.quantizer(z)
+        return {"latents": F.normalize(z, dim=-1), "quantized": out.quantized, "indices": out.indices,
+                "commitment": out.commitment}
+
+    def domain_side(self, parts: dict[str, Tensor]) -> Tensor:
+        """The (B, M, C) tokens the domain classifier sees (``config.domain_input``)."""
+        return parts["latents" if self.config.domain_input == "latent" else "quantized"]
+
+    def pooled_text_side(self, parts: dict[str, Tensor]) -> Tensor:
+        """(B, text_dim) scan embedding for the caption contrast, from ``parts[config.contrast_input]``."""
+        return self.contrast_head(parts["latents" if self.config.contrast_input == "latent" else "quantized"])
 
     def _progress(self) -> float:
         trainer = getattr(self, "_trainer", None)
@@ -222,12 +314,14 @@ class TokenizerModule(AlignmentModule):
     def compute_loss(self, batch: dict[str, Tensor]) -> tuple[Tensor, dict[str, Tensor]]:
         c = self.config
         x = batch["x"]
-        quantized, _, commitment = self.tokens(x)
+        out = self.forward_all(x)
+        quantized, commitment = out["quantized"], out["commitment"]
         mse = F.mse_loss(self.decoder(quantized), x)
         loss = mse + c.commitment_weight * commitment
         parts = {"mse": mse.detach(), "commitment": commitment.detach()}
         if len(self.text_pool):
-            flat = quantized.reshape(-1, quantized.shape[-1])
+            side = self.domain_side(out)
+            flat = side.reshape(-1, side.shape[-1])
             n = min(c.tokens_per_step, len(flat))
             fmri = flat[torch.randperm(len(flat), device=flat.device)[:n]]
             text = self.text_pool[torch.randint(len(self.text_pool), (n,), device=flat.device)]
@@ -239,7 +333,7 @@ class TokenizerModule(AlignmentModule):
         if c.contrast_weight > 0:
             captions, ids = batch["caption"], batch["caption_id"]
             log_t, b = self.siglip_temperature()
-            l_contrast = siglip_loss(self.pooled_text_side(quantized), captions, log_t, b,
+            l_contrast = siglip_loss(self.pooled_text_side(out), captions, log_t, b,
                                      positives=ids[:, None] == ids[None, :])
             loss = loss + c.contrast_weight * l_contrast
             parts["contrast"] = l_contrast.detach()
@@ -388,14 +482,16 @@ class FMRITokenizer:
         -------
         dict
             ``codes`` (S, M) int64; ``reconstruction`` (S, T, N); ``scan_embedding`` (S, H) pooled latents in
-            the caption space; ``tokens`` (S, M, C) unit-norm quantised latents (what the domain classifier sees).
+            the caption space; ``tokens`` (S, M, C) unit-norm quantised latents; ``latents`` (S, M, C) unit-norm
+            encoder outputs before quantisation (the domain classifier sees ``latents`` with the default
+            ``domain_input="latent"``, ``tokens`` with ``"quantized"``).
         """
         def run(m: TokenizerModule, b: Tensor):
-            q, ids, _ = m.tokens(b)
-            return ids, m.decoder(q), m.pooled_text_side(q), q
+            o = m.forward_all(b)
+            return o["indices"], m.decoder(o["quantized"]), m.pooled_text_side(o), o["quantized"], o["latents"]
 
         parts = self._batched(x, run, scan_ids)
-        keys = ("codes", "reconstruction", "scan_embedding", "tokens")
+        keys = ("codes", "reconstruction", "scan_embedding", "tokens", "latents")
         return {k: torch.cat([p[i] for p in parts]).numpy() for i, k in enumerate(keys)}
 
     @torch.no_grad()
@@ -430,7 +526,7 @@ class FMRITokenizer:
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         torch.save({"format": CHECKPOINT_FORMAT, "config": self.config.to_dict(), "n_rois": self.n_rois_,
-                    "text_dim": module.to_text.out_features,
+                    "text_dim": module.contrast_head.out.out_features,
                     "state_dict": module.state_dict()}, path)
         return path
 
