@@ -52,15 +52,18 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=2)
     parser.add_argument("--heads", type=int, default=4)
     parser.add_argument("--patch-size", type=int, default=14)
+    parser.add_argument("--patch-embedding", choices=("shared", "per_patch"), default="shared")
+    parser.add_argument("--pool", choices=("cls", "mean"), default="cls")
     args = parser.parse_args()
 
     mask, X, stim, img, txt = _data(args)
     cfg = VolumeAlignerConfig(width=args.width, depth=args.depth, heads=args.heads, patch_size=args.patch_size,
-                              batch_size=args.batch_size, epochs=1, queue_size=256, warmup_frac=0.0)
+                              patch_embedding=args.patch_embedding, pool=args.pool, batch_size=args.batch_size,
+                              epochs=1, queue_size=256, warmup_frac=0.0)
     targets = {"image": img, "text": txt}
     codes = stimulus_codes(stim)
     print(f"torch threads: {torch.get_num_threads()}; rows {X.shape}; batch {args.batch_size}; "
-          f"width {args.width}, depth {args.depth}, patch {args.patch_size}")
+          f"width {args.width}, depth {args.depth}, patch {args.patch_size} ({args.patch_embedding}, {args.pool})")
 
     # --- brainalign: fit_module (Lightning) -------------------------------------------------------------
     seed_everything(0)

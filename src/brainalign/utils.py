@@ -20,3 +20,20 @@ def preview(values: Sequence[Any] | np.ndarray, k: int = 5) -> str:
     values = list(values)
     shown = ", ".join(repr(v.item() if isinstance(v, np.generic) else v) for v in values[:k])
     return f"[{shown}{', ...' if len(values) > k else ''}]"
+
+
+def parse_scalar(text: str) -> Any:
+    """A ``--set KEY=VALUE`` value: a YAML scalar (``5``, ``0.5``, ``true``, ``[1, 2]``, ``null``, ``gram``), with
+    exponent floats written without a dot (``1e-3``, ``5E4``; YAML 1.1 reads them as strings) as floats."""
+    import yaml
+
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+    if isinstance(value, str):
+        try:
+            return float(value) if value.strip().lower() not in ("nan", "inf", "-inf", "+inf", "infinity") else value
+        except ValueError:
+            return value
+    return value

@@ -159,6 +159,10 @@ def test_per_patch_embedding_is_untied_and_shared_is_tied(mask):
     shared, untied = _vit(mask, patch_embedding="shared"), _vit(mask, patch_embedding="per_patch")
     assert isinstance(shared.patch_embed, torch.nn.Linear)
     assert isinstance(untied.patch_embed, PerPatchLinear) and untied.patch_embed.weight.shape == (12, 343, 16)
+    # initialised as one linear read-out of all 12·343 voxels, biases at 0
+    w = untied.patch_embed.weight
+    assert float(w.abs().max()) <= 1 / (12 * 343) ** 0.5 and float(w.std()) > 0.5 / (3 * 12 * 343) ** 0.5
+    assert float(untied.patch_embed.bias.abs().max()) == 0.0
     a, b = 0, 5
     p = torch.randn(1, 12, 343)
     p[0, b] = p[0, a]  # same voxels in two patches

@@ -218,3 +218,31 @@ def test_mixup_mixes_inputs_and_targets_in_training_only(problem):
     assert float(mixed.compute_loss(batch)[0]) == pytest.approx(float(plain.compute_loss(batch)[0]))
     with pytest.raises(BrainAlignError, match="mixup_alpha"):
         VolumeAlignerConfig(mixup_alpha=-1.0)
+
+
+def test_ridge_folds_keep_each_stimulus_on_one_side():
+    from brainalign.models.retrieval_baselines import stimulus_folds
+
+    stim = np.array(["a", "b", "c", "d", "e", "f"] * 2)  # two subjects saw every stimulus
+    folds = stimulus_folds(stim, n_folds=3)
+    assert len(folds) == 3
+    for train, val in folds:
+        assert not set(stim[train]) & set(stim[val])
+    assert sorted(np.concatenate([v for _, v in folds]).tolist()) == list(range(12))
+    assert stimulus_folds(["a", "a", "a"]) is None  # one stimulus: RidgeCV's leave-one-out
+
+
+def test_ridge_on_row_space_scores_equals_ridge_on_voxels():
+    from sklearn.linear_model import Ridge
+
+    from brainalign.models.retrieval_baselines import row_space_scores
+
+    rng = np.random.default_rng(0)
+    X, y = rng.standard_normal((30, 500)), rng.standard_normal((30, 3))
+    S = row_space_scores(X)
+    assert S.shape == (30, 30)
+    train, test = np.arange(20), np.arange(20, 30)
+    for alpha in (0.1, 10.0, 1e4):  # a fold's fit and held-out predictions are the same in both coordinates
+        full = Ridge(alpha=alpha).fit(X[train], y[train]).predict(X[test])
+        reduced = Ridge(alpha=alpha).fit(S[train], y[train]).predict(S[test])
+        np.testing.assert_allclose(reduced, full, rtol=1e-6, atol=1e-8)

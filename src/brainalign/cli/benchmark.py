@@ -15,6 +15,7 @@ from rich.table import Table
 
 from brainalign.cli._common import console, fail, read_yaml, run
 from brainalign.errors import BrainAlignError
+from brainalign.utils import parse_scalar
 
 
 def _print_results(results: dict) -> None:
@@ -65,8 +66,6 @@ def benchmark(
     Neural methods take training settings too: epochs, batch_size, lr, precision ("bf16-mixed" on GPU),
     accelerator ("gpu"), devices, strategy ("ddp").
     """
-    import yaml
-
     from brainalign.evaluation.benchmark import BenchmarkConfig
 
     fields = read_yaml(config, "benchmark config") if config is not None else {}
@@ -88,7 +87,7 @@ def benchmark(
         method, dot, param = key.partition(".")
         if not (sep and dot and method and param):
             fail(BrainAlignError(f"--set expects METHOD.PARAM=VALUE, got {item!r}"))
-        params.setdefault(method, {})[param] = yaml.safe_load(value)
+        params.setdefault(method, {})[param] = parse_scalar(value)
     try:
         bench = BenchmarkConfig(**fields)
     except TypeError as err:

@@ -13,21 +13,20 @@ import typer
 
 from brainalign.cli._common import console, read_yaml, run
 from brainalign.errors import BrainAlignError
+from brainalign.utils import parse_scalar
 
 tokenize_app = typer.Typer(help="Train the text-aligned fMRI tokenizer and turn scans into tokens.",
                            no_args_is_help=True)
 
 
 def parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``["epochs=5", "lr=1e-3"]`` → ``{"epochs": 5, "lr": 0.001}`` (values parsed as YAML scalars)."""
-    import yaml
-
+    """``["epochs=5", "lr=1e-3"]`` → ``{"epochs": 5, "lr": 0.001}`` (values: :func:`~brainalign.utils.parse_scalar`)."""
     out = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key.strip():
             raise BrainAlignError(f"--set expects key=value, got {pair!r}")
-        out[key.strip()] = yaml.safe_load(value)
+        out[key.strip()] = parse_scalar(value)
     return out
 
 

@@ -95,14 +95,17 @@ class PerPatchLinear(nn.Module):
     Parameters
     ----------
     n_patches, patch_voxels, width : int
-        K, p³ and the token size.  Weights (K, p³, width) and biases (K, width) are initialised as ``nn.Linear``.
+        K, p³ and the token size.  Weights (K, p³, width) are drawn as those of *one* ``nn.Linear`` over the
+        whole brain (uniform, bound 1/√(K·p³)) and biases (K, width) start at 0: most patches carry only noise,
+        and with the per-patch bound 1/√p³ their random initial features swamped the few informative ones
+        (simulated benchmark, 12 epochs: brain→image R@1 15 % → 20.5 %, R@5 36 % → 60 %; BENCHMARKS.md).
     """
 
     def __init__(self, n_patches: int, patch_voxels: int, width: int):
         super().__init__()
-        bound = 1.0 / float(np.sqrt(patch_voxels))
+        bound = 1.0 / float(np.sqrt(n_patches * patch_voxels))
         self.weight = nn.Parameter(torch.empty(n_patches, patch_voxels, width).uniform_(-bound, bound))
-        self.bias = nn.Parameter(torch.empty(n_patches, width).uniform_(-bound, bound))
+        self.bias = nn.Parameter(torch.zeros(n_patches, width))
 
     def forward(self, patches: Tensor) -> Tensor:
         return torch.einsum("bkp,kpw->bkw", patches, self.weight) + self.bias
@@ -150,8 +153,9 @@ class VolumeViT(nn.Module):
     patch_embedding : {"shared", "per_patch"}
         ``"shared"`` (ViT's usual single ``nn.Linear(p³, width)``) or ``"per_patch"`` (:class:`PerPatchLinear`,
         one map per kept patch: K·p³·width weights, about V·width).  The shared embedding folds every patch onto
-        one filter.  Default ``"shared"`` (the paper's); on the simulated whole-brain benchmark ``"per_patch"``
-        did not lift held-out retrieval above chance either (see BENCHMARKS.md).
+        one filter.  Default ``"shared"`` (the paper's); on the simulated 1000-volume benchmark (800 training
+        volumes, 12 epochs) ``"per_patch"`` with ``pool="mean"`` reached brain→image R@1 15 % among 100
+        held-out stimuli where ``"shared"`` with CLS stayed at 2.5 % (chance 1 %; BENCHMARKS.md).
     pool : {"cls", "mean"}
         Read the embedding from the CLS token (ViT) or from the mean of the patch tokens (global average pooling).
 

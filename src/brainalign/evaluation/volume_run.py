@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from brainalign.errors import BrainAlignError
+from brainalign.utils import parse_scalar
 
 METHODS = ("vit", "ridge", "mlp")
 ABLATIONS = {"image_only": {"text_weight": 0.0}, "text_only": {"image_weight": 0.0},
@@ -61,8 +62,6 @@ def rows_of(targets: tuple[Any, Any], stimulus_ids: Any, kind: str, where: Any) 
 def resolve_config(fields: dict[str, Any], sets: list[str], methods: Optional[str], ablations: bool,
                    region_mask: Optional[Path]) -> dict[str, Any]:
     """The fully resolved run configuration (validated), from YAML fields, ``--set`` items and options."""
-    import yaml
-
     from brainalign.models.retrieval_baselines import MLPConfig
     from brainalign.models.volume_aligner import VolumeAlignerConfig
 
@@ -85,7 +84,7 @@ def resolve_config(fields: dict[str, Any], sets: list[str], methods: Optional[st
             section, param = "vit", key
         if section not in cfg:
             raise BrainAlignError(f"--set {item!r}: section {section!r} is not one of vit, mlp, ridge")
-        cfg[section][param] = yaml.safe_load(value)
+        cfg[section][param] = parse_scalar(value)
     names = [m.strip() for m in (methods.split(",") if methods else fields.get("methods", list(METHODS)))]
     bad = [m for m in names if m not in METHODS]
     if bad or not names:

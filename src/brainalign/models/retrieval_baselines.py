@@ -1,7 +1,7 @@
 """Retrieval baselines for the volume aligner (paper Table 1): ridge regression and a MindEye-style MLP.
 
 - :class:`RidgeRetrieval` regresses each target embedding on the masked voxels with scikit-learn's ``RidgeCV``
-  (efficient leave-one-out / GCV over the penalty grid; with V ≫ S it works on the S×S Gram matrix), as in
+  (penalty chosen by cross-validation grouped by stimulus; with V ≫ S each fit works on the S×S Gram matrix), as in
   Takagi & Nishimoto and Ozcelik & VanRullen's linear decoders.
 - :class:`MLPRetrieval` is a small MindEye-like network: a linear layer from voxels to a hidden size, residual
   MLP blocks (Linear → LayerNorm → GELU → Dropout), and one linear head per target, trained with the same queued,
@@ -32,7 +32,32 @@ from brainalign.models.volume_aligner import (
 from brainalign.objectives.queue import CLIP_FINAL_LOGIT_SCALE, stimulus_codes
 from brainalign.training.trainer import TrainConfig, fit_module, seed_everything
 
-__all__ = ["MLPConfig", "MLPRetrieval", "ResidualMLP", "RidgeRetrieval"]
+__all__ = ["MLPConfig", "MLPRetrieval", "ResidualMLP", "RidgeRetrieval", "row_space_scores", "stimulus_folds"]
+
+
+def stimulus_folds(stimulus_ids: Any, n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]] | None:
+    """Cross-validation folds that keep every stimulus on one side (``GroupKFold`` by stimulus id).
+
+    Rows of one stimulus (other subjects, repeats) share its target embedding, so leave-one-row-out validation
+    would score a penalty on rows whose target is in the training part and favour the smallest one.  Returns
+    None (``RidgeCV``'s efficient leave-one-out) when there are fewer than two distinct stimuli.
+    """
+    from sklearn.model_selection import GroupKFold
+
+    ids = np.asarray(stimulus_ids).astype(str)
+    n_groups = len(np.unique(ids))
+    if n_groups < 2:
+        return None
+    return list(GroupKFold(n_splits=min(n_folds, n_groups)).split(ids, groups=ids))
+
+
+def row_space_scores(X: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
+    """Coordinates (S, r) of the rows of ``X`` (S, V) in an orthonormal basis of their span: ``X·V = U·√λ``, with
+    ``U, λ`` the eigenpairs of ``X·Xᵀ`` above ``rtol·λ_max``.  Ridge regression on them equals ridge on ``X``."""
+    gram = (X @ X.T).astype(np.float64)
+    lam, U = np.linalg.eigh(gram)
+    keep = lam > rtol * max(float(lam[-1]), 1e-300)
+    return (U[:, keep] * np.sqrt(lam[keep])).astype(np.float64)
 
 
 class RidgeRetrieval:
@@ -41,7 +66,8 @@ class RidgeRetrieval:
     Parameters
     ----------
     alphas : sequence of float
-        Penalties searched by ``RidgeCV`` (efficient leave-one-out), one choice per target.
+        Penalties searched by ``RidgeCV`` with 5-fold cross-validation grouped by stimulus
+        (:func:`stimulus_folds`), one choice per target.
     """
 
     kind = "ridge"
@@ -52,15 +78,27 @@ class RidgeRetrieval:
 
     def fit(self, X: Any, stimulus_ids: Any, image: np.ndarray | None = None,
             text: np.ndarray | None = None) -> RidgeRetrieval:
-        """Fit one ``RidgeCV`` per given target on rows ``X`` (S, V)."""
-        from sklearn.linear_model import RidgeCV
+        """Choose each target's penalty by cross-validation grouped by stimulus, then fit ``Ridge`` on all rows.
+
+        The search runs on the rows' coordinates in their own row space, ``X·V = U·√λ`` from the eigendecomposition
+        of the (S, S) Gram matrix: ridge fits and predictions (intercept included) depend on ``X`` only through
+        that space, so each of the folds × penalties fits costs O(S³) instead of O(S²·V).
+        """
+        from sklearn.linear_model import Ridge, RidgeCV
 
         _, targets = check_training_inputs(X, stimulus_ids, {"image": image, "text": text})
         Xa = np.asarray(X, dtype=np.float32)
         if not np.isfinite(Xa).all():
             rows = np.flatnonzero(~np.isfinite(Xa).all(axis=1))
             raise BrainAlignError(f"scan row(s) {rows[:5].tolist()} contain NaN/inf voxel values")
-        self.models = {k: RidgeCV(alphas=self.alphas).fit(Xa, y) for k, y in targets.items()}
+        scores = row_space_scores(Xa)
+        cv = stimulus_folds(stimulus_ids)
+        self.models = {}
+        for k, y in targets.items():
+            alpha = float(RidgeCV(alphas=self.alphas, cv=cv).fit(scores, y).alpha_)
+            model = Ridge(alpha=alpha).fit(Xa, y)
+            model.alpha_ = alpha
+            self.models[k] = model
         return self
 
     @property
@@ -154,7 +192,10 @@ class MLPConfig:
         unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
         if unknown:
             raise BrainAlignError(f"unknown MLP option(s) {unknown}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as err:  # e.g. a string where a number belongs
+            raise BrainAlignError(f"MLP options have a value of the wrong type: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -190,7 +190,10 @@ class TokenizerConfig:
         unknown = sorted(set(data) - known)
         if unknown:
             raise BrainAlignError(f"unknown tokenizer option(s) {unknown}; known: {sorted(known)}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as err:  # e.g. a string where a number belongs
+            raise BrainAlignError(f"tokenizer options have a value of the wrong type: {err}") from None
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -129,7 +129,10 @@ class VolumeAlignerConfig:
         if unknown:
             raise BrainAlignError(f"unknown volume aligner option(s) {unknown}; known: "
                                   f"{sorted(f.name for f in dataclasses.fields(cls))}")
-        return cls(**data)
+        try:
+            return cls(**data)
+        except TypeError as err:  # e.g. a string where a number belongs
+            raise BrainAlignError(f"volume aligner options have a value of the wrong type: {err}") from None
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> VolumeAlignerConfig:
