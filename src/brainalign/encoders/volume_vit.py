@@ -98,7 +98,8 @@ class PerPatchLinear(nn.Module):
         K, p³ and the token size.  Weights (K, p³, width) are drawn as those of *one* ``nn.Linear`` over the
         whole brain (uniform, bound 1/√(K·p³)) and biases (K, width) start at 0: most patches carry only noise,
         and with the per-patch bound 1/√p³ their random initial features swamped the few informative ones
-        (simulated benchmark, 12 epochs: brain→image R@1 15 % → 20.5 %, R@5 36 % → 60 %; BENCHMARKS.md).
+        (simulated benchmark, 12 epochs, two runs: brain→image R@5 36 % → 43–60 %, image→brain R@1
+        29.5 % → 39.5–42.5 %; BENCHMARKS.md).
     """
 
     def __init__(self, n_patches: int, patch_voxels: int, width: int):

@@ -39,7 +39,7 @@ def stimulus_folds(stimulus_ids: Any, n_folds: int = 5) -> list[tuple[np.ndarray
     """Cross-validation folds that keep every stimulus on one side (``GroupKFold`` by stimulus id).
 
     Rows of one stimulus (other subjects, repeats) share its target embedding, so leave-one-row-out validation
-    would score a penalty on rows whose target is in the training part and favour the smallest one.  Returns
+    would score a penalty on rows whose target is in the training part, which can favour too small a penalty.  Returns
     None (``RidgeCV``'s efficient leave-one-out) when there are fewer than two distinct stimuli.
     """
     from sklearn.model_selection import GroupKFold
