@@ -1,4 +1,4 @@
-"""Small helpers shared across layers (no brainalign imports)."""
+"""Small helpers shared across layers (no brainalign imports but the exceptions)."""
 
 from __future__ import annotations
 
@@ -6,6 +6,8 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+
+from brainalign.errors import BrainAlignError
 
 
 def to_numpy(x: Any) -> np.ndarray:
@@ -37,3 +39,19 @@ def parse_scalar(text: str) -> Any:
         except ValueError:
             return value
     return value
+
+
+def config_from_dict(cls: type, data: Any, what: str) -> Any:
+    """Build the dataclass ``cls`` from a mapping (YAML, ``--set``): unknown keys and values of the wrong type
+    (a string where a number belongs) are :class:`BrainAlignError` naming ``what`` ("tokenizer", ...)."""
+    import dataclasses
+
+    data = dict(data or {})
+    known = sorted(f.name for f in dataclasses.fields(cls))
+    unknown = sorted(set(data) - set(known))
+    if unknown:
+        raise BrainAlignError(f"unknown {what} option(s) {unknown}; known: {known}")
+    try:
+        return cls(**data)
+    except TypeError as err:
+        raise BrainAlignError(f"{what} options have a value of the wrong type: {err}") from None

@@ -22,6 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from brainalign.errors import BrainAlignError
+from brainalign.utils import config_from_dict
 from brainalign.models.volume_aligner import (
     BrainTargetModule,
     VolumeRows,
@@ -188,14 +189,7 @@ class MLPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> MLPConfig:
-        data = dict(data or {})
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise BrainAlignError(f"unknown MLP option(s) {unknown}")
-        try:
-            return cls(**data)
-        except TypeError as err:  # e.g. a string where a number belongs
-            raise BrainAlignError(f"MLP options have a value of the wrong type: {err}") from None
+        return config_from_dict(cls, data, "MLP")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -42,6 +42,7 @@ from torch import Tensor, nn
 
 from brainalign.encoders.temporal_patch import PatchDecoder, TemporalPatchEncoder
 from brainalign.errors import BrainAlignError
+from brainalign.utils import config_from_dict
 from brainalign.objectives.contrastive import SigmoidTemperatureBias, siglip_loss
 from brainalign.objectives.domain import DomainClassifier, dann_alpha, domain_loss
 from brainalign.objectives.vq import CosineVectorQuantizer, code_usage
@@ -184,16 +185,8 @@ class TokenizerConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TokenizerConfig:
-        """Build from a mapping (YAML); unknown keys are an error naming them."""
-        data = dict(data or {})
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise BrainAlignError(f"unknown tokenizer option(s) {unknown}; known: {sorted(known)}")
-        try:
-            return cls(**data)
-        except TypeError as err:  # e.g. a string where a number belongs
-            raise BrainAlignError(f"tokenizer options have a value of the wrong type: {err}") from None
+        """Build from a mapping (YAML); unknown keys and wrongly typed values are errors naming them."""
+        return config_from_dict(cls, data, "tokenizer")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -301,13 +294,18 @@ class TokenizerModule(AlignmentModule):
         return {"latents": F.normalize(z, dim=-1), "quantized": out.quantized, "indices": out.indices,
                 "commitment": out.commitment}
 
+    @staticmethod
+    def _side(parts: dict[str, Tensor], choice: str) -> Tensor:
+        """``parts`` of :meth:`forward_all` named by a config choice, ``"latent"`` or ``"quantized"``."""
+        return parts["latents" if choice == "latent" else "quantized"]
+
     def domain_side(self, parts: dict[str, Tensor]) -> Tensor:
         """The (B, M, C) tokens the domain classifier sees (``config.domain_input``)."""
-        return parts["latents" if self.config.domain_input == "latent" else "quantized"]
+        return self._side(parts, self.config.domain_input)
 
     def pooled_text_side(self, parts: dict[str, Tensor]) -> Tensor:
-        """(B, text_dim) scan embedding for the caption contrast, from ``parts[config.contrast_input]``."""
-        return self.contrast_head(parts["latents" if self.config.contrast_input == "latent" else "quantized"])
+        """(B, text_dim) scan embedding for the caption contrast, from ``config.contrast_input``."""
+        return self.contrast_head(self._side(parts, self.config.contrast_input))
 
     def _progress(self) -> float:
         trainer = getattr(self, "_trainer", None)

@@ -25,6 +25,7 @@ from torch.utils.data import Dataset
 
 from brainalign.encoders.volume_vit import VolumeViT
 from brainalign.errors import BrainAlignError
+from brainalign.utils import config_from_dict
 from brainalign.objectives.queue import CLIP_FINAL_LOGIT_SCALE, EmbeddingQueue, queued_info_nce, stimulus_codes
 from brainalign.training.trainer import AlignmentModule, TrainConfig, fit_module, seed_everything
 
@@ -124,15 +125,7 @@ class VolumeAlignerConfig:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> VolumeAlignerConfig:
-        data = dict(data or {})
-        unknown = sorted(set(data) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise BrainAlignError(f"unknown volume aligner option(s) {unknown}; known: "
-                                  f"{sorted(f.name for f in dataclasses.fields(cls))}")
-        try:
-            return cls(**data)
-        except TypeError as err:  # e.g. a string where a number belongs
-            raise BrainAlignError(f"volume aligner options have a value of the wrong type: {err}") from None
+        return config_from_dict(cls, data, "volume aligner")
 
     @classmethod
     def from_yaml(cls, path: str | os.PathLike) -> VolumeAlignerConfig:

@@ -23,6 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from brainalign.errors import BrainAlignError
+from brainalign.utils import config_from_dict
 
 PRECISIONS = ("32-true", "16-mixed", "bf16-mixed", "64-true")
 
@@ -99,11 +100,7 @@ class TrainConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any] | None) -> TrainConfig:
-        data = dict(data or {})
-        unknown = sorted(set(data) - set(cls.__dataclass_fields__))
-        if unknown:
-            raise BrainAlignError(f"unknown training option(s) {unknown}; known: {sorted(cls.__dataclass_fields__)}")
-        return cls(**data)
+        return config_from_dict(cls, data, "training")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
