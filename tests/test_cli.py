@@ -103,6 +103,9 @@ def test_demo_runs_and_prints_fairness_table(tmp_path):
     assert "DEOdds" in result.output and "logreg" in result.output
     res = json.loads((tmp_path / "demo" / "run" / "results.json").read_text())
     assert res["task"]["sensitive"] == "sex" and "dpd" in res["methods"]["logreg"]["mean"]
+    bad = runner.invoke(app, ["demo", "--out", str(tmp_path / "bad"), "--sensitive-loss", "ignore"])
+    assert bad.exit_code == 2 and "--sensitive-loss must be one of" in bad.output
+    assert not (tmp_path / "bad").exists()  # refused before simulating
 
 
 def test_benchmark_config_file_and_set(toy_cohort_dir, tmp_path):

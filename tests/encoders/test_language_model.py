@@ -10,6 +10,7 @@ import pytest
 
 from brainalign.encoders.language_model import (
     ENGLISH_TEXT,
+    embeddings_to_code_space,
     gguf_path,
     llm_input_embeddings,
     sample_text_tokens,
@@ -48,3 +49,21 @@ def test_bad_names_and_inputs():
         sample_text_tokens(np.zeros(0, np.int64), 3, np.random.default_rng(0))
     with pytest.raises(BrainAlignError, match="non-empty list"):
         text_token_ids("just a string")
+
+
+def test_code_space_axes_and_whitening():
+    import torch
+
+    rng = np.random.default_rng(0)
+    table = torch.from_numpy((rng.standard_normal((500, 12)) * np.linspace(5, 0.5, 12)).astype(np.float32))
+    mean, comp = embeddings_to_code_space(table, 4)
+    reduced = (table - mean) @ comp
+    assert comp.shape == (12, 4) and np.allclose(reduced.mean(0).numpy(), 0, atol=1e-4)
+    assert np.all(np.diff(reduced.var(0).numpy()) < 0)  # axes in order of variance
+    mean, comp = embeddings_to_code_space(table, 4, whiten=True)
+    np.testing.assert_allclose(((table - mean) @ comp).var(0).numpy(), 1.0, rtol=1e-3)
+    flat = torch.from_numpy(np.repeat(rng.standard_normal((3, 12)), 50, axis=0).astype(np.float32))
+    with pytest.raises(BrainAlignError, match="fewer than 4 directions"):
+        embeddings_to_code_space(flat, 4, whiten=True)  # three distinct tokens span two directions
+    with pytest.raises(BrainAlignError, match="code width 13"):
+        embeddings_to_code_space(table, 13)

@@ -91,6 +91,7 @@ def test_benchmark_writes_token_maps_scored_against_truth(tmp_path):
     scores = res["methods"]["neurolip"]["token_map_scores"]
     assert {"autism", "control", "male", "female"} <= set(scores)
     assert scores["autism"]["role"] == "dx" and 0 <= scores["autism"]["auroc_dx"] <= 1
+    assert res["methods"]["neurolip"]["token_map_n_scans"] == len(res["splits"]["test"])  # each test scan once
     csv = (tmp_path / "run" / "token_maps_neurolip.csv").read_text().splitlines()
     assert csv[0].split(",")[0] == "token" and len(csv[0].split(",")) == 29
     assert (tmp_path / "run" / "report.html").exists()
@@ -161,3 +162,12 @@ def test_bad_prediction_and_token_map_options_are_errors(task):
         get_method("clip", prediction="vote", **FAST).fit(task, np.arange(40))
     with pytest.raises(BrainAlignError, match="token_map must be"):
         get_method("neurolip", token_map="saliency", **FAST).fit(task, np.arange(40))
+    with pytest.raises(BrainAlignError, match="sensitive_loss must be"):
+        get_method("neurolip", sensitive_loss="ignore", **FAST).fit(task, np.arange(40))
+
+
+def test_confusion_sensitive_loss_trains(task):
+    model = get_method("neurolip", sensitive_loss="confusion", **FAST).fit(task, np.arange(44))
+    score = model.predict_proba(task, np.arange(44, 60))
+    assert score.shape == (16,) and np.isfinite(score).all()
+    assert model.module_.sensitive_loss == "confusion"

@@ -140,7 +140,8 @@ def test_cli_fit_and_encode(toy_cohort_dir, tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["methods"]) == {"full", "no_adversary", "no_contrast"}
     m = results["methods"]["full"]["metrics"]
-    for key in ("recon_r2", "domain_acc", "domain_acc_tokens", "usage", "perplexity", "caption_to_scan_R@5",
+    for key in ("recon_r2", "domain_acc", "domain_acc_tokens", "domain_probe_acc", "usage", "perplexity",
+                "caption_to_scan_R@5",
                 "scan_to_caption_R@1", "chance_R@5", "age_r2", "encode_scans_per_s"):
         assert np.isfinite(m[key]), key
     assert 0 <= m["domain_acc"] <= 1 and 0 < m["chance_R@5"] <= 1
@@ -250,6 +251,38 @@ def test_new_config_options_are_checked():
         TokenizerConfig(contrast_pool="attention")
     with pytest.raises(BrainAlignError, match="contrast_proj must be a positive integer"):
         TokenizerConfig(contrast_proj=0)
+    with pytest.raises(BrainAlignError, match="domain_match_weight must be a finite number >= 0"):
+        TokenizerConfig(domain_match_weight=-1.0)
+    with pytest.raises(BrainAlignError, match="code_space must be 'text' or 'vocabulary'"):
+        TokenizerConfig(code_space="llm")
+
+
+def test_distribution_distance_pulls_fmri_tokens_onto_text():
+    """The match term is differentiable, 0-ish for clouds from one distribution, larger for shifted ones; and a
+    tokenizer trained with it moves its latents nearer the text pool than one trained without."""
+    from brainalign.objectives.domain import distribution_distance
+
+    torch.manual_seed(0)
+    text = torch.randn(400, 8)
+    assert float(distribution_distance(torch.randn(400, 8), text)) < 0.25 * float(
+        distribution_distance(torch.randn(400, 8) + 1.0, text))
+    with pytest.raises(BrainAlignError, match="equal width"):
+        distribution_distance(torch.randn(4, 8), torch.randn(4, 7))
+
+    x = _series(n=16)
+    emb = np.random.default_rng(1).standard_normal((len(x), 6)).astype(np.float32)
+    scale = torch.ones(16)
+    scale[:2] = 6.0  # the text tokens lie near a great circle of the sphere
+    pool = torch.randn(256, 16, generator=torch.Generator().manual_seed(0)) * scale
+    pool = torch.nn.functional.normalize(pool, dim=-1)
+    distances = {}
+    for w_m in (0.0, 20.0):
+        tok = FMRITokenizer(TokenizerConfig(**TINY, epochs=6, domain_weight=0.0, domain_match_weight=w_m)).fit(
+            x, emb, text_pool=pool)
+        latents = torch.from_numpy(tok.embed(x)["latents"].reshape(-1, 16))
+        torch.manual_seed(1)
+        distances[w_m] = float(distribution_distance(latents, pool, n_projections=256))
+    assert distances[20.0] < 0.85 * distances[0.0], distances  # measured 0.129 vs 0.173
 
 
 def test_old_checkpoint_format_is_refused(fitted, tmp_path):

@@ -235,14 +235,20 @@ def test_ridge_folds_keep_each_stimulus_on_one_side():
 def test_ridge_on_row_space_scores_equals_ridge_on_voxels():
     from sklearn.linear_model import Ridge
 
-    from brainalign.models.retrieval_baselines import row_space_scores
+    from brainalign.models.retrieval_baselines import row_space_basis
 
     rng = np.random.default_rng(0)
     X, y = rng.standard_normal((30, 500)), rng.standard_normal((30, 3))
-    S = row_space_scores(X)
-    assert S.shape == (30, 30)
+    S, U, root = row_space_basis(X)
+    assert S.shape == U.shape == (30, 30) and root.shape == (30,)
     train, test = np.arange(20), np.arange(20, 30)
     for alpha in (0.1, 10.0, 1e4):  # a fold's fit and held-out predictions are the same in both coordinates
         full = Ridge(alpha=alpha).fit(X[train], y[train]).predict(X[test])
         reduced = Ridge(alpha=alpha).fit(S[train], y[train]).predict(S[test])
         np.testing.assert_allclose(reduced, full, rtol=1e-6, atol=1e-8)
+    # RidgeRetrieval's voxel coefficients, mapped back from the row space, are scikit-learn's on the voxels
+    stim = np.repeat(np.arange(15), 2)
+    fitted = RidgeRetrieval(alphas=(10.0,)).fit(X.astype(np.float32), stim, image=y)
+    direct = Ridge(alpha=10.0).fit(X.astype(np.float32), y)
+    np.testing.assert_allclose(fitted.models["image"].coef_, direct.coef_, rtol=1e-3, atol=1e-5)
+    np.testing.assert_allclose(fitted.models["image"].intercept_, direct.intercept_, rtol=1e-3, atol=1e-5)

@@ -16,6 +16,7 @@ from brainalign.objectives import (
     SigmoidTemperatureBias,
     TokenConditionedAttention,
     attention_distance,
+    calt_confusion,
     calt_logits,
     calt_loss,
     clip_logits,
@@ -254,6 +255,58 @@ def test_calt_loss_decreases_on_separable_toy_problem():
     assert losses[-1] < 0.5 * losses[0]
     z = calt_logits(ttca.pairwise(attr_emb, img)[0], attr_emb, *temp())  # each image vs the two value tokens
     assert float((z.argmax(1) == groups).float().mean()) == 1.0
+
+
+def test_calt_confusion_is_the_squared_gap_of_mean_logits():
+    g = torch.Generator().manual_seed(3)
+    b, d = 6, 5
+    cond = torch.randn(b, b, d, generator=g, dtype=DT, requires_grad=True)
+    tok = torch.randn(b, d, generator=g, dtype=DT)
+    groups = torch.tensor([0, 1, 0, 1, 1, 0])
+    z = calt_logits(cond, tok, 0.0, 0.0)
+    same = groups[:, None] == groups[None, :]
+    ref = (z[same].mean() - z[~same].mean()) ** 2
+    value = calt_confusion(cond, tok, groups, 0.0, 0.0)
+    assert float(value) == pytest.approx(float(ref), rel=1e-10) and float(value) > 0
+    value.backward()
+    assert torch.isfinite(cond.grad).all() and cond.grad.abs().sum() > 0
+    # a conditioned image that matches every token equally carries no group information: zero
+    flat = tok[None].expand(b, b, d)
+    assert float(calt_confusion(flat, tok, groups, 0.0, 0.0)) == pytest.approx(0.0, abs=1e-12)
+    # minimised, it drives the gap to 0 instead of reversing it (the negated CALT loss rewards a reversed code)
+    one_group = calt_confusion(cond.detach(), tok, torch.zeros(b, dtype=torch.long), 0.0, 0.0)
+    assert float(one_group) == 0.0
+    with pytest.raises(BrainAlignError, match="own texts"):
+        calt_confusion(cond.detach()[:, :2], tok[:2], groups, 0.0, 0.0)
+
+
+def test_negated_calt_reverses_the_code_and_confusion_removes_it():
+    """On images that carry the attribute, maximising CALT makes same-value pairs look *less* alike (the gap of
+    mean logits turns strongly negative: still a code for the attribute); minimising the confusion term
+    drives the gap to 0."""
+    def train(objective):
+        torch.manual_seed(0)
+        b, m, d = 16, 4, 8
+        groups = torch.arange(b) % 2
+        img = torch.randn(2, d)[groups][:, None, :] + 0.3 * torch.randn(b, m, d)
+        lift = torch.nn.Linear(d, d)  # stands in for the brain encoder the sensitive term trains
+        tok = torch.randn(2, d)[groups]
+        ttca = TokenConditionedAttention(d, n_heads=2)
+        opt = torch.optim.Adam([*ttca.parameters(), *lift.parameters()], lr=0.05)
+        for _ in range(60):
+            cond, _ = ttca.pairwise(tok, lift(img))
+            loss = -calt_loss(cond, tok, groups, 1.0, 0.0) if objective == "negative" else \
+                calt_confusion(cond, tok, groups, 1.0, 0.0)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        z = calt_logits(ttca.pairwise(tok, lift(img))[0], tok, 1.0, 0.0).detach()
+        same = groups[:, None] == groups[None, :]
+        return float(z[same].mean() - z[~same].mean())
+
+    reversed_gap, confused_gap = train("negative"), train("confusion")
+    assert reversed_gap < -0.5 * math.e  # t = e: the cosines of same-value pairs fall well below the others'
+    assert abs(confused_gap) < 0.05
 
 
 # ----------------------------------------------------------------------------------------------- attention + total

@@ -155,31 +155,42 @@ def text_token_ids(texts: Sequence[str], name: str | None = None) -> np.ndarray:
     return np.concatenate([np.asarray(i, dtype=np.int64) for i in ids]) if ids else np.zeros(0, np.int64)
 
 
-def embeddings_to_code_space(table: torch.Tensor, dim: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """Linear map from the LLM embedding width D to the code width C: the table's top-C principal axes.
+def embeddings_to_code_space(table: torch.Tensor, dim: int, seed: int = 0,
+                             whiten: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """Linear map from the LLM embedding width D to the code width C: the top-C principal axes of ``table``.
 
     Parameters
     ----------
     table : Tensor (V, D)
-        The LLM input embeddings (:func:`llm_input_embeddings`).
+        Embeddings the axes are fitted on: the LLM input-embedding table (:func:`llm_input_embeddings`), or the
+        embeddings of a sample of real text tokens (one row per occurrence).
     dim : int
         C (<= D).
     seed : int
         Seed of the randomized SVD.
+    whiten : bool
+        Scale each axis to unit variance over ``table``.
 
     Returns
     -------
     mean : Tensor (D,)
     components : Tensor (D, C)
-        ``reduced = (e − mean) @ components`` keeps the C directions of largest variance of the vocabulary.
+        ``reduced = (e − mean) @ components`` keeps the C directions of largest variance of ``table``.
     """
     from sklearn.decomposition import PCA
 
-    if not 1 <= dim <= table.shape[1]:
-        raise BrainAlignError(f"code width {dim} must lie in 1..{table.shape[1]} (the LLM width)")
+    if not 1 <= dim <= min(table.shape):
+        raise BrainAlignError(f"code width {dim} must lie in 1..{min(table.shape)} (the LLM width and the number "
+                              "of embeddings the axes are fitted on)")
     pca = PCA(n_components=dim, svd_solver="randomized", random_state=seed).fit(table.numpy())
+    variance = pca.explained_variance_
+    if whiten and variance[-1] <= 1e-9 * variance[0]:
+        raise BrainAlignError(f"the embeddings span fewer than {dim} directions (only "
+                              f"{int((variance > 1e-9 * variance[0]).sum())}); whitening needs more distinct text "
+                              "tokens, or a smaller code width")
+    components = pca.components_.T / (np.sqrt(variance) if whiten else 1.0)
     return (torch.from_numpy(pca.mean_.astype(np.float32)),
-            torch.from_numpy(pca.components_.T.astype(np.float32).copy()))
+            torch.from_numpy(components.astype(np.float32).copy()))
 
 
 def sample_text_tokens(token_ids: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:

@@ -103,7 +103,10 @@ def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
     """Train and score one method on every fold.
 
     Returns its results entry, its prediction tables, and its token maps per fold (empty for methods
-    without ``token_maps``; computed on the test scans, or the validation scans without a test set).
+    without ``token_maps``).  Token maps explain each evaluated scan once: with K folds, fold k's model explains
+    test scans k, k + K, k + 2K, ... (the whole test set is covered once, at 1/K of the cost of explaining it with
+    every fold's model; occlusion maps run N + 1 forward passes per scan), or, without a test set, its own
+    validation scans.
     """
     folds, preds, maps = [], [], []
     test = splits.test
@@ -130,8 +133,9 @@ def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
                 "method": name, "fold": k, "split": split_name, "scan_id": task.cohort.scan_ids[idx],
                 "y": task.y[idx], "group": groups if groups is not None else "", "score": score,
             }))
-        if hasattr(method, "token_maps"):
-            maps.append(method.token_maps(task, test if len(test) else fold.val))
+        explained = test[k::len(splits.folds)] if len(test) else fold.val
+        if hasattr(method, "token_maps") and len(explained):
+            maps.append(method.token_maps(task, explained))
         folds.append(entry)
         if on_fold is not None:
             on_fold(name, k)
@@ -198,9 +202,11 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path | None = None,
 
 
 def _token_map_summary(maps: list, task: Task, result: dict[str, Any]) -> pd.DataFrame:
-    """Mean map per attribute-value token over the evaluated scans of every fold; on a simulated cohort,
-    each token's map is scored against the planted ROIs (AUROC) into ``result["token_map_scores"]``."""
+    """Mean map per attribute-value token over the explained scans of every fold (their number goes into
+    ``result["token_map_n_scans"]``); on a simulated cohort, each token's map is scored against the planted
+    ROIs (AUROC) into ``result["token_map_scores"]``."""
     stacked = np.concatenate([m.maps for m in maps])
+    result["token_map_n_scans"] = len(stacked)
     words = [w for m in maps for w in m.words]
     frame = mean_token_maps(stacked, words, task.cohort.meta.roi_labels)
     truth_path = task.cohort.root / "truth.json"

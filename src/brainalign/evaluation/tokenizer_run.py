@@ -54,7 +54,8 @@ def retrieval_metrics(scan_emb: np.ndarray, caption_emb: np.ndarray, captions: l
 
 def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, captions: list[str] | None,
                        text_test: np.ndarray | None, rng: np.random.Generator,
-                       age: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+                       age: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+                       probe_train: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
     """Held-out metrics of a fitted :class:`~brainalign.models.tokenizer.FMRITokenizer`.
 
     Parameters
@@ -71,6 +72,8 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
         Draws the fMRI tokens compared with text tokens.
     age : (codes_train (S_tr, M), age_train (S_tr,), age_test (S,)), optional
         For the age probe: ridge regression on code-usage histograms, R² on the held-out scans.
+    probe_train : (x_train (S_tr, T, N), text_train (n', C)), optional
+        Training scans and training text tokens for a fresh domain probe (below).
 
     Returns
     -------
@@ -79,7 +82,10 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
         ``domain_acc`` (balanced accuracy of the trained domain classifier on the held-out tokens it is trained
         on — the pre-quantisation latents with ``domain_input="latent"``, the codes with ``"quantized"`` — against
         held-out text tokens), ``domain_acc_tokens`` / ``domain_acc_latents`` (the same classifier on the other
-        representation, a diagnostic), ``usage``, ``perplexity``, ``perplexity_frac``, retrieval recalls with
+        representation, a diagnostic), ``domain_probe_acc`` (a fresh classifier of the adversary's shape,
+        Linear → ReLU → Linear, trained after the fact on training-scan tokens against training text tokens and
+        scored the same way: whether the domains are separable at all, not only whether the adversary lost
+        track), ``usage``, ``perplexity``, ``perplexity_frac``, retrieval recalls with
         chance levels, ``age_r2``, ``encode_scans_per_s``.
     """
     from sklearn.linear_model import RidgeCV
@@ -101,6 +107,9 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
         other = "tokens" if seen == "latents" else "latents"
         out["domain_acc"] = tok.domain_accuracy(e[seen].reshape(n_tokens, -1)[pick], text)
         out[f"domain_acc_{other}"] = tok.domain_accuracy(e[other].reshape(n_tokens, -1)[pick], text)
+        if probe_train is not None:
+            out["domain_probe_acc"] = _domain_probe(tok, seen, probe_train, e[seen].reshape(n_tokens, -1)[pick],
+                                                    text, rng)
     if caption_emb is not None and captions is not None:  # also without contrast: then it is chance level
         out.update(retrieval_metrics(e["scan_embedding"], caption_emb, captions))
     if age is not None:
@@ -108,6 +117,29 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
         probe = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(tok.code_histograms(codes_train), age_train)
         out["age_r2"] = float(r2_score(age_test, probe.predict(tok.code_histograms(e["codes"]))))
     return out
+
+
+def _domain_probe(tok, seen: str, probe_train: tuple[np.ndarray, np.ndarray], fmri_test: np.ndarray,
+                  text_test: np.ndarray, rng: np.random.Generator) -> float:
+    """Balanced held-out accuracy of a fresh fMRI-vs-text classifier (scikit-learn ``MLPClassifier``, one hidden
+    layer as wide as the adversary's) trained on tokens of the training scans and the training text pool."""
+    from sklearn.metrics import balanced_accuracy_score
+    from sklearn.neural_network import MLPClassifier
+
+    x_train, text_train = probe_train
+    tokens = tok.embed(x_train)[seen]
+    tokens = tokens.reshape(-1, tokens.shape[-1])
+    n = min(N_DOMAIN_TOKENS, len(tokens), len(text_train))
+    fmri = tokens[rng.choice(len(tokens), n, replace=False)]
+    text = np.asarray(text_train)[rng.choice(len(text_train), n, replace=False)]
+    text = text / np.linalg.norm(text, axis=1, keepdims=True)  # the adversary sees unit-norm text tokens
+    text_test = text_test / np.linalg.norm(text_test, axis=1, keepdims=True)
+    clf = MLPClassifier((tok.config.domain_hidden,), max_iter=300, early_stopping=True,
+                        random_state=int(rng.integers(2**31)))
+    clf.fit(np.concatenate([fmri, text]), np.r_[np.ones(n), np.zeros(n)])
+    x_eval = np.concatenate([fmri_test, text_test])
+    y_eval = np.r_[np.ones(len(fmri_test)), np.zeros(len(text_test))]
+    return float(balanced_accuracy_score(y_eval, clf.predict(x_eval)))
 
 
 def _split(cohort, config) -> tuple[np.ndarray, np.ndarray]:
@@ -121,24 +153,32 @@ def _split(cohort, config) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _text_pools(captions: list[str], train: np.ndarray, test: np.ndarray, llm: str | None, dim: int,
-                rng: np.random.Generator, size: int = 8192):
-    """LLM input embeddings of real text tokens in the code space (top-``dim`` principal axes of the vocabulary):
-    (size, dim) from training captions + the first half of the fixed English passage, and (size, dim) from
-    held-out captions + its second half."""
+                rng: np.random.Generator, code_space: str = "vocabulary", size: int = 8192):
+    """LLM input embeddings of real text tokens in the code space: (size, dim) from training captions + the first
+    half of the fixed English passage, and (size, dim) from held-out captions + its second half.
+
+    ``code_space="vocabulary"``: the top-``dim`` principal axes of the whole embedding table.  ``"text"``: the
+    top-``dim`` principal axes of the training pool's token occurrences, centred on them and whitened, so that
+    the unit-norm text tokens spread over the sphere instead of filling a narrow cone
+    (``TokenizerConfig.code_space``)."""
     import torch
 
     from brainalign.encoders.language_model import ENGLISH_TEXT, embeddings_to_code_space, llm_input_embeddings, \
         sample_text_tokens, text_token_ids
 
     full = llm_input_embeddings(llm)
-    mean, components = embeddings_to_code_space(full, dim)
-    table = (full - mean) @ components
     half = len(ENGLISH_TEXT) // 2
     ids_train = text_token_ids([captions[i] for i in train] + [ENGLISH_TEXT[:half]], llm)
     ids_test = text_token_ids([captions[i] for i in test] + [ENGLISH_TEXT[half:]], llm)
-    pool_train = table[torch.from_numpy(sample_text_tokens(ids_train, size, rng))].clone()
-    pool_test = table[torch.from_numpy(sample_text_tokens(ids_test, size, rng))].numpy().copy()
-    return pool_train, pool_test
+    if code_space == "vocabulary":
+        mean, components = embeddings_to_code_space(full, dim)
+    else:
+        mean, components = embeddings_to_code_space(full[torch.from_numpy(np.asarray(ids_train))], dim, whiten=True)
+    pools = []
+    for ids in (ids_train, ids_test):
+        rows = full[torch.from_numpy(sample_text_tokens(ids, size, rng))]
+        pools.append((rows - mean) @ components)
+    return pools[0].clone(), pools[1].numpy().copy()
 
 
 def caption_embeddings(captions: list[str], text_model: str | None) -> np.ndarray:
@@ -194,7 +234,7 @@ def fit_experiment(cohort_dir: Path, out: Path, config, ablations: bool = True, 
         captions = caption_cohort(cohort, train_indices=train)["caption"].astype(str).tolist()
     emb = caption_embeddings(captions, config.text_model)
     rng = np.random.default_rng(config.seed)
-    pool_train, pool_test = _text_pools(captions, train, test, config.llm, config.dim, rng)
+    pool_train, pool_test = _text_pools(captions, train, test, config.llm, config.dim, rng, config.code_space)
     age = None
     if "age" in cohort.phenotypes:
         values = cohort.phenotypes["age"].to_numpy(dtype=float)
@@ -218,12 +258,13 @@ def fit_experiment(cohort_dir: Path, out: Path, config, ablations: bool = True, 
         if age is not None:
             age_args = (tok.encode(x[train]), age[train], age[test])
         metrics = evaluate_tokenizer(tok, x[test], emb[test], [captions[i] for i in test], pool_test,
-                                     np.random.default_rng(config.seed), age_args)
+                                     np.random.default_rng(config.seed), age_args,
+                                     probe_train=(x[train], pool_train.numpy()))
         metrics["fit_seconds"] = fit_seconds
         results["methods"][name] = {"config_changes": changes, "metrics": metrics}
         say(f"  {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()
-                                      if k in ("recon_r2", "domain_acc", "perplexity_frac", "caption_to_scan_R@5",
-                                               "age_r2")))
+                                      if k in ("recon_r2", "domain_acc", "domain_probe_acc", "perplexity_frac",
+                                               "caption_to_scan_R@5", "age_r2")))
         if name == "full":
             tok.save(out / MODEL_FILE)
     results["total_seconds"] = time.perf_counter() - t0

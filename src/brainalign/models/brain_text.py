@@ -31,6 +31,7 @@ from brainalign.objectives import (
     SigmoidTemperatureBias,
     TokenConditionedAttention,
     attention_distance,
+    calt_confusion,
     calt_loss,
     clip_loss,
     fairclip_loss,
@@ -88,10 +89,12 @@ class NeuroLIPModule(BrainTextModule):
 
     def __init__(self, n_rois: int, texts: TextBatch, train_config: TrainConfig, *, attributes: list[str],
                  disease: str, sensitive: list[str], dim: int = 128, n_heads: int = 4, beta: float = 1e-3,
-                 negative_gradient: bool = True, attention_loss: bool = True, encoder_kw: dict):
+                 negative_gradient: bool = True, attention_loss: bool = True, sensitive_loss: str = "negative",
+                 encoder_kw: dict):
         super().__init__(n_rois, texts, train_config, dim, encoder_kw)
         self.attributes, self.disease, self.sensitive = attributes, disease, sensitive
         self.beta, self.negative_gradient, self.attention_loss = beta, negative_gradient, attention_loss
+        self.sensitive_loss = sensitive_loss
         E = self.brain.dim
         self.local = ClusterNodeAttention(E, encoder_kw.get("n_heads", 4))
         self.img_local = nn.Linear(E, dim)
@@ -117,18 +120,21 @@ class NeuroLIPModule(BrainTextModule):
         for k, attr in enumerate(self.attributes):  # a handful of attributes; pairs are batched inside
             cond, attn = self.ttca.pairwise(t_attr[:, k], v_loc)  # (B, B, D), (B, B, M+1)
             log_t, b = self.calt_temperature[k]()
-            if attr in self.sensitive and self.negative_gradient:
-                # A maximised CALT term could grow without bound through t and b alone (cosines are bounded),
-                # removing no information from the brain tokens; so its temperature and bias stay fixed.
+            unlearn = attr in self.sensitive and self.negative_gradient
+            if unlearn:
+                # The sensitive term's temperature and bias stay fixed: a maximised CALT term could grow without
+                # bound through t and b alone (cosines are bounded), and t → 0 would zero the confusion gap;
+                # neither removes information from the brain tokens.
                 log_t, b = log_t.detach(), b.detach()
-            calt[attr] = calt_loss(cond, t_attr[:, k], batch["groups"][:, k], log_t, b)
+            loss_fn = calt_confusion if unlearn and self.sensitive_loss == "confusion" else calt_loss
+            calt[attr] = loss_fn(cond, t_attr[:, k], batch["groups"][:, k], log_t, b)
             own = attn.diagonal(dim1=0, dim2=1).T[:, None, :]  # each scan under its own text: (B, 1, M+1)
             maps[attr] = token_node_attention(own, a_mhsa)[:, 0]  # (B, N)
         distance = None
         if self.attention_loss and self.sensitive:
             distance = torch.stack([attention_distance(maps[self.disease], maps[s]) for s in self.sensitive]).mean()
         return neurolip_total_loss(global_loss, calt, set(self.sensitive), distance, self.beta,
-                                   self.negative_gradient)
+                                   self.negative_gradient and self.sensitive_loss == "negative")
 
     def class_logits(self, fc: torch.Tensor, prompt_attr: torch.Tensor) -> torch.Tensor:
         """fc (b, N, N), prompt attribute tokens (b, C, A, H) → CALT logits (b, C) of the disease token."""
@@ -314,18 +320,23 @@ class NeuroLIP(BrainTextMethod):
 
     Model parameters (besides the encoder's): ``beta`` (1e-3, weight of the attention distance),
     ``negative_gradient`` (True), ``attention_loss`` (True) — the Table 2 ablations turn these off —
-    ``ttca_heads`` (4), ``sensitive_attributes`` (default: the template attribute reading the sensitive column).
+    ``sensitive_loss`` (``"negative"``, the paper's maximised CALT term, or ``"confusion"``, the squared gap
+    between same- and different-value mean logits, :func:`~brainalign.objectives.calt_confusion`; used when
+    ``negative_gradient``), ``ttca_heads`` (4), ``sensitive_attributes`` (default: the template attribute
+    reading the sensitive column).
     """
 
     model_defaults = {**BrainTextMethod.text_defaults, "beta": 1e-3, "negative_gradient": True,
-                      "attention_loss": True, "ttca_heads": 4, "sensitive_attributes": None,
-                      "token_map": "attention"}
+                      "attention_loss": True, "sensitive_loss": "negative", "ttca_heads": 4,
+                      "sensitive_attributes": None, "token_map": "attention"}
     TOKEN_MAPS: ClassVar[tuple[str, ...]] = ("attention", "occlusion")
+    SENSITIVE_LOSSES: ClassVar[tuple[str, ...]] = ("negative", "confusion")
 
     def build_module(self, task: Task, train: np.ndarray) -> NeuroLIPModule:
-        if self.model_params["token_map"] not in self.TOKEN_MAPS:
-            raise BrainAlignError(f"{self.name}: token_map must be one of {self.TOKEN_MAPS}, "
-                                  f"got {self.model_params['token_map']!r}")
+        for key, allowed in (("token_map", self.TOKEN_MAPS), ("sensitive_loss", self.SENSITIVE_LOSSES)):
+            if self.model_params[key] not in allowed:
+                raise BrainAlignError(f"{self.name}: {key} must be one of {allowed}, "
+                                      f"got {self.model_params[key]!r}")
         self.prepare(task, train)
         self.occlusion_fill_ = torch.from_numpy(np.ascontiguousarray(task.fc[train].mean(0, dtype=np.float64),
                                                                      dtype=np.float32))
@@ -334,7 +345,7 @@ class NeuroLIP(BrainTextMethod):
                               attributes=self.texts_.attributes, disease=self.texts_.target_attribute,
                               sensitive=self.sensitive_, dim=p["dim"], n_heads=p["ttca_heads"], beta=p["beta"],
                               negative_gradient=p["negative_gradient"], attention_loss=p["attention_loss"],
-                              encoder_kw=self.encoder_kw())
+                              sensitive_loss=p["sensitive_loss"], encoder_kw=self.encoder_kw())
 
     def scores(self, module: NeuroLIPModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = module.class_logits(batch["fc"], batch["prompt_attr"])

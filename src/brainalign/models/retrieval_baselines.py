@@ -33,7 +33,7 @@ from brainalign.models.volume_aligner import (
 from brainalign.objectives.queue import CLIP_FINAL_LOGIT_SCALE, stimulus_codes
 from brainalign.training.trainer import TrainConfig, fit_module, seed_everything
 
-__all__ = ["MLPConfig", "MLPRetrieval", "ResidualMLP", "RidgeRetrieval", "row_space_scores", "stimulus_folds"]
+__all__ = ["MLPConfig", "MLPRetrieval", "ResidualMLP", "RidgeRetrieval", "row_space_basis", "stimulus_folds"]
 
 
 def stimulus_folds(stimulus_ids: Any, n_folds: int = 5) -> list[tuple[np.ndarray, np.ndarray]] | None:
@@ -52,13 +52,17 @@ def stimulus_folds(stimulus_ids: Any, n_folds: int = 5) -> list[tuple[np.ndarray
     return list(GroupKFold(n_splits=min(n_folds, n_groups)).split(ids, groups=ids))
 
 
-def row_space_scores(X: np.ndarray, rtol: float = 1e-10) -> np.ndarray:
-    """Coordinates (S, r) of the rows of ``X`` (S, V) in an orthonormal basis of their span: ``X·V = U·√λ``, with
-    ``U, λ`` the eigenpairs of ``X·Xᵀ`` above ``rtol·λ_max``.  Ridge regression on them equals ridge on ``X``."""
+def row_space_basis(X: np.ndarray, rtol: float = 1e-10) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Eigenpairs of ``X·Xᵀ`` above ``rtol·λ_max``: coordinates ``X·V = U·√λ`` (S, r) of the rows of ``X`` (S, V) in
+    an orthonormal basis ``V = Xᵀ·U·λ^(-1/2)`` of their span, with ``U`` (S, r) and ``√λ`` (r,).
+
+    Ridge regression on the coordinates equals ridge on ``X`` (intercept included): coefficients ``β`` (D, r)
+    there are ``β·λ^(-1/2)·Uᵀ·X`` (D, V) on the voxels."""
     gram = (X @ X.T).astype(np.float64)
     lam, U = np.linalg.eigh(gram)
     keep = lam > rtol * max(float(lam[-1]), 1e-300)
-    return (U[:, keep] * np.sqrt(lam[keep])).astype(np.float64)
+    U, root = U[:, keep], np.sqrt(lam[keep])
+    return U * root, U, root
 
 
 class RidgeRetrieval:
@@ -81,9 +85,10 @@ class RidgeRetrieval:
             text: np.ndarray | None = None) -> RidgeRetrieval:
         """Choose each target's penalty by cross-validation grouped by stimulus, then fit ``Ridge`` on all rows.
 
-        The search runs on the rows' coordinates in their own row space, ``X·V = U·√λ`` from the eigendecomposition
-        of the (S, S) Gram matrix: ridge fits and predictions (intercept included) depend on ``X`` only through
-        that space, so each of the folds × penalties fits costs O(S³) instead of O(S²·V).
+        The search and the final fit run on the rows' coordinates in their own row space, ``X·V = U·√λ`` from the
+        eigendecomposition of the (S, S) Gram matrix (:func:`row_space_basis`): ridge fits and predictions
+        (intercept included) depend on ``X`` only through that space, so each of the folds × penalties fits costs
+        O(S³) instead of O(S²·V), and the final coefficients are mapped back to the voxels in O(D·S·V).
         """
         from sklearn.linear_model import Ridge, RidgeCV
 
@@ -92,13 +97,16 @@ class RidgeRetrieval:
         if not np.isfinite(Xa).all():
             rows = np.flatnonzero(~np.isfinite(Xa).all(axis=1))
             raise BrainAlignError(f"scan row(s) {rows[:5].tolist()} contain NaN/inf voxel values")
-        scores = row_space_scores(Xa)
+        scores, U, root = row_space_basis(Xa)
         cv = stimulus_folds(stimulus_ids)
         self.models = {}
         for k, y in targets.items():
-            alpha = float(RidgeCV(alphas=self.alphas, cv=cv).fit(scores, y).alpha_)
-            model = Ridge(alpha=alpha).fit(Xa, y)
-            model.alpha_ = alpha
+            # a list: scikit-learn writes into a one-element sequence of alphas
+            alpha = float(RidgeCV(alphas=list(self.alphas), cv=cv).fit(scores, y).alpha_)
+            reduced = Ridge(alpha=alpha).fit(scores, y)
+            model = Ridge(alpha=alpha)
+            model.coef_ = (((reduced.coef_ / root) @ U.T).astype(np.float32) @ Xa).astype(np.float64)
+            model.intercept_, model.n_features_in_, model.alpha_ = reduced.intercept_, Xa.shape[1], alpha
             self.models[k] = model
         return self
 

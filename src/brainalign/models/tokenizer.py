@@ -7,7 +7,9 @@ Two alignment terms tie the vocabulary to language:
 * **domain adversary** — a classifier tells the unit-norm fMRI token latents (by default the encoder outputs before
   quantisation, ``domain_input``) from real text-token
   input embeddings of the frozen LLM (SmolLM2-135M), brought to the code width C by the vocabulary's top-C
-  principal axes and L2-normalised; a gradient-reversal layer with the DANN schedule makes the encoder confuse it.
+  principal axes (``code_space``) and L2-normalised; a gradient-reversal layer with the DANN schedule makes the
+  encoder confuse it.  Held-out, the run reports the adversary's own accuracy and that of a fresh probe trained
+  after the fact (:func:`brainalign.evaluation.tokenizer_run.evaluate_tokenizer`).
   **Decision:** the comparison happens in the code space, not after a learned C → D projection: the image of a
   learned linear C → D map is a C-dimensional subspace of the D-dimensional text space (C = 64 ≪ D = 576), which
   any classifier separates perfectly (held-out accuracy 100 % in a first 400-scan run), so the adversary could
@@ -16,7 +18,8 @@ Two alignment terms tie the vocabulary to language:
   similarity, projected to the text-encoder width) and the frozen text encoder's pooled embedding of its caption;
   identical captions are positives of each other.
 
-``loss = MSE(X, D(Q(E(X)))) + w_commit · commitment + w_d · L_domain + w_c · L_contrast``.
+``loss = MSE(X, D(Q(E(X)))) + w_commit · commitment + w_d · L_domain + w_c · L_contrast`` (+ ``w_m`` · a
+sliced-Wasserstein distance between the fMRI and text token clouds, off by default).
 
 With ``domain_weight = 0`` (the ``no_adversary`` ablation) the classifier is still trained, with weight 1 and
 no gradient reaching the encoder (α = 0), so that its held-out accuracy measures how separable the untouched
@@ -44,7 +47,7 @@ from brainalign.encoders.temporal_patch import PatchDecoder, TemporalPatchEncode
 from brainalign.errors import BrainAlignError
 from brainalign.utils import config_from_dict
 from brainalign.objectives.contrastive import SigmoidTemperatureBias, siglip_loss
-from brainalign.objectives.domain import DomainClassifier, dann_alpha, domain_loss
+from brainalign.objectives.domain import DomainClassifier, dann_alpha, distribution_distance, domain_loss
 from brainalign.objectives.vq import CosineVectorQuantizer, code_usage
 from brainalign.training.trainer import AlignmentModule, IndexedTensors, TrainConfig, fit_module, seed_everything
 
@@ -95,6 +98,19 @@ class TokenizerConfig:
         w_c; 0 = ``no_contrast``.  Default 1 (fMRI-LM's weight): with the contrast on the pre-quantisation latents
         through the ``"gram"`` head it raises held-out perplexity (43 % of K vs 29 % without the contrast,
         BENCHMARKS.md); on the quantised codes through a mean pool w_c = 1 had collapsed the codebook.
+    code_space : str
+        How the LLM's text tokens are brought to the code width C for the adversary: ``"vocabulary"`` (default)
+        — the top-C principal axes of the whole input-embedding table; ``"text"`` — the top-C principal axes of
+        the training pool's real text-token occurrences, centred on them and whitened.  Unit-normalised, the
+        vocabulary-axes text tokens fill a narrow cone (mean resultant length 0.85 on SmolLM2), the whitened
+        text axes spread them over the sphere.  The adversary's own held-out accuracy then falls from 0.96 to
+        0.59, but a fresh probe still separates the two domains perfectly in both spaces
+        (``domain_probe_acc`` 1.00, BENCHMARKS.md): the lower figure is a weaker adversary, not aligned tokens.
+    domain_match_weight : float
+        w_m: weight of a sliced 2-Wasserstein distance between the fMRI tokens the adversary sees and as many
+        text tokens (:func:`~brainalign.objectives.domain.distribution_distance`), a direct pull of the fMRI
+        token distribution onto the text one beside the adversary (0 = off, the default; fMRI-LM has the
+        adversary only).
     domain_input : str
         What the domain classifier sees: ``"latent"`` (default; the unit-norm encoder outputs before
         quantisation, as fMRI-LM applies the adversary to the encoder latents) or ``"quantized"`` (the codes: a
@@ -135,6 +151,8 @@ class TokenizerConfig:
     dead_code_threshold: float = 1.0
     commitment_weight: float = 0.25
     domain_weight: float = 0.05
+    domain_match_weight: float = 0.0
+    code_space: str = "vocabulary"
     contrast_weight: float = 1.0
     domain_hidden: int = 256
     domain_input: str = "latent"
@@ -160,7 +178,8 @@ class TokenizerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        for name in ("commitment_weight", "domain_weight", "contrast_weight", "dead_code_threshold"):
+        for name in ("commitment_weight", "domain_weight", "domain_match_weight", "contrast_weight",
+                     "dead_code_threshold"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 problems.append(f"{name} must be a finite number >= 0, got {value!r}")
@@ -171,6 +190,8 @@ class TokenizerConfig:
         for name in ("domain_input", "contrast_input"):
             if getattr(self, name) not in ("latent", "quantized"):
                 problems.append(f"{name} must be 'latent' or 'quantized', got {getattr(self, name)!r}")
+        if self.code_space not in ("text", "vocabulary"):
+            problems.append(f"code_space must be 'text' or 'vocabulary', got {self.code_space!r}")
         if self.contrast_pool not in CONTRAST_POOLS:
             problems.append(f"contrast_pool must be one of {list(CONTRAST_POOLS)}, got {self.contrast_pool!r}")
         value = self.contrast_proj
@@ -331,6 +352,10 @@ class TokenizerModule(AlignmentModule):
             l_domain, acc = domain_loss(self.domain_classifier, fmri, text, alpha)
             loss = loss + (c.domain_weight if adversarial else 1.0) * l_domain
             parts.update(domain=l_domain.detach(), domain_acc=acc, alpha=torch.tensor(alpha))
+            if c.domain_match_weight > 0:
+                l_match = distribution_distance(fmri, text)
+                loss = loss + c.domain_match_weight * l_match
+                parts["match"] = l_match.detach()
         if c.contrast_weight > 0:
             captions, ids = batch["caption"], batch["caption_id"]
             log_t, b = self.siglip_temperature()

@@ -7,6 +7,7 @@ See METHODS §1.  Every loss raises :class:`~brainalign.errors.BrainAlignError` 
 from brainalign.objectives.calt import (
     TokenConditionedAttention,
     attention_distance,
+    calt_confusion,
     calt_logits,
     calt_loss,
     neurolip_total_loss,
@@ -40,6 +41,7 @@ __all__ = [
     "SigmoidTemperatureBias",
     "TokenConditionedAttention",
     "attention_distance",
+    "calt_confusion",
     "calt_logits",
     "calt_loss",
     "clip_logits",

@@ -15,7 +15,8 @@ from torch import Tensor, nn
 
 from brainalign.errors import BrainAlignError
 
-__all__ = ["DomainClassifier", "GradientReversal", "dann_alpha", "domain_loss", "grad_reverse"]
+__all__ = ["DomainClassifier", "GradientReversal", "dann_alpha", "distribution_distance", "domain_loss",
+           "grad_reverse"]
 
 
 class GradientReversal(torch.autograd.Function):
@@ -100,3 +101,29 @@ def domain_loss(classifier: DomainClassifier, fmri: Tensor, text: Tensor, alpha:
     with torch.no_grad():
         acc = 0.5 * ((logit_f.argmax(-1) == 1).float().mean() + (logit_t.argmax(-1) == 0).float().mean())
     return 0.5 * (loss_f + loss_t), acc
+
+
+def distribution_distance(fmri: Tensor, text: Tensor, n_projections: int = 64) -> Tensor:
+    """Sliced 2-Wasserstein distance between two token clouds (POT's ``sliced_wasserstein_distance``).
+
+    A direct, non-adversarial pull of the fMRI token distribution onto the text-token distribution: its gradient
+    moves each fMRI token towards where the text tokens lie along random directions, whatever a classifier has
+    learnt.  The projections come from torch's global generator (seeded with the run).
+
+    Parameters
+    ----------
+    fmri : Tensor (N_f, D)
+    text : Tensor (N_t, D)
+    n_projections : int
+
+    Returns
+    -------
+    Tensor, scalar (differentiable in both clouds)
+    """
+    import ot
+
+    if fmri.ndim != 2 or text.ndim != 2 or fmri.shape[1] != text.shape[1] or not len(fmri) or not len(text):
+        raise BrainAlignError(f"distribution_distance needs non-empty (N, D) token clouds of equal width, got "
+                              f"{tuple(fmri.shape)} and {tuple(text.shape)}")
+    directions = F.normalize(torch.randn(fmri.shape[1], n_projections, device=fmri.device, dtype=fmri.dtype), dim=0)
+    return ot.sliced_wasserstein_distance(fmri, text.to(fmri.dtype), projections=directions, p=2)
