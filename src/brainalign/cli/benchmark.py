@@ -137,12 +137,12 @@ def demo(
     from brainalign.data.simulate import SimulationConfig, simulate_cohort
     from brainalign.evaluation.benchmark import BenchmarkConfig
     from brainalign.models import get_method
-
     from brainalign.models.brain_text import NeuroLIP
 
     t0 = time.perf_counter()
     if sensitive_loss not in NeuroLIP.SENSITIVE_LOSSES:
-        fail(f"--sensitive-loss must be one of {', '.join(NeuroLIP.SENSITIVE_LOSSES)}, got {sensitive_loss!r}")
+        fail(BrainAlignError(f"--sensitive-loss must be one of {', '.join(NeuroLIP.SENSITIVE_LOSSES)}, "
+                             f"got {sensitive_loss!r}"))
     names = [m.strip() for m in methods.split(",") if m.strip()]
     for name in names:
         run(get_method, name)

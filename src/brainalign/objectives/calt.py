@@ -301,8 +301,8 @@ def calt_confusion(cond_img: Tensor, attr_token: Tensor, groups, log_t: Tensor |
 
     ``z̄_same`` / ``z̄_diff`` are the mean CALT logits (:func:`calt_logits`) over the pairs (i, j) whose images
     share / do not share the attribute value.  The term is 0 when the token-conditioned similarity carries no
-    information about the attribute on average, and it grows whichever way the two means part.  Maximising
-    the CALT loss instead (the paper's negative gradient) is minimised by a *reversed* code — same-value pairs
+    information about the attribute on average, and it grows whichever way the two means part.  The paper's
+    negative gradient maximises the CALT loss instead, whose maximum is a *reversed* code — same-value pairs
     pushed apart, which encodes the attribute as much as a correct code does.  On the demo cohort (20 epochs)
     NeuroLIP's test AUC was 74 with the paper's term and 80 with this one at lr 3e-4, 52 and 66 at lr 1e-3
     (BENCHMARKS.md).
