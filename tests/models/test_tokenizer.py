@@ -255,6 +255,29 @@ def test_new_config_options_are_checked():
         TokenizerConfig(domain_match_weight=-1.0)
     with pytest.raises(BrainAlignError, match="code_space must be 'text' or 'vocabulary'"):
         TokenizerConfig(code_space="llm")
+    with pytest.raises(BrainAlignError, match="codebook_init must be 'kmeans' or 'text'"):
+        TokenizerConfig(codebook_init="random")
+
+
+def test_text_codebook_is_made_of_the_most_frequent_text_tokens(tmp_path):
+    from brainalign.models.tokenizer import frequent_rows
+
+    distinct = torch.randn(20, 16)
+    pool = distinct[torch.tensor([i for i in range(20) for _ in range(20 - i)])]  # row i occurs 20 - i times
+    torch.testing.assert_close(frequent_rows(pool, 5), distinct[:5])
+    with pytest.raises(BrainAlignError, match="only 20 distinct tokens"):
+        frequent_rows(pool, 21)
+    x = _series(n=12)
+    emb = np.random.default_rng(1).standard_normal((len(x), 6)).astype(np.float32)
+    cfg = TokenizerConfig(**{**TINY, "codebook_size": 8}, epochs=2, codebook_init="text", domain_input="quantized")
+    with pytest.raises(BrainAlignError, match="pass text_pool"):
+        FMRITokenizer(cfg).fit(x, emb)
+    tok = FMRITokenizer(cfg).fit(x, emb, text_pool=pool)
+    expected = torch.nn.functional.normalize(distinct[:8], dim=-1)
+    torch.testing.assert_close(tok.module_.quantizer.codebook, expected)  # unchanged by training
+    assert np.allclose(tok.embed(x)["tokens"], expected[torch.from_numpy(tok.encode(x))].numpy(), atol=1e-6)
+    again = FMRITokenizer.load(tok.save(tmp_path / "tok.pt"))
+    torch.testing.assert_close(again.module_.quantizer.codebook, expected)
 
 
 def test_distribution_distance_pulls_fmri_tokens_onto_text():

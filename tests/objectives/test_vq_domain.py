@@ -79,6 +79,20 @@ def test_straight_through_gradient_is_that_of_the_normalised_input():
     assert float(out.commitment.detach()) > 0
 
 
+def test_frozen_codebook_keeps_the_given_codes():
+    torch.manual_seed(0)
+    codes = torch.randn(6, 4)
+    vq = CosineVectorQuantizer(4, 6, frozen=True, codes=codes).train()
+    for _ in range(3):  # training steps would move or restart EMA codes
+        out = vq(torch.randn(2, 50, 4))
+    torch.testing.assert_close(vq.codebook, F.normalize(codes, dim=-1))
+    torch.testing.assert_close(out.quantized, vq.codebook[out.indices])
+    with pytest.raises(BrainAlignError, match="fixed codes must be"):
+        CosineVectorQuantizer(4, 6, frozen=True, codes=torch.randn(5, 4))
+    with pytest.raises(BrainAlignError, match="fixed codes must be"):
+        CosineVectorQuantizer(4, 6, codes=codes)  # codes only with frozen
+
+
 def test_code_usage_and_perplexity():
     uniform = code_usage(torch.arange(8).repeat(5), 8)
     assert uniform["usage"] == 1.0 and math.isclose(uniform["perplexity"], 8.0, rel_tol=1e-9)

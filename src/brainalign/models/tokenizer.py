@@ -98,6 +98,10 @@ class TokenizerConfig:
         w_c; 0 = ``no_contrast``.  Default 1 (fMRI-LM's weight): with the contrast on the pre-quantisation latents
         through the ``"gram"`` head it raises held-out perplexity (43 % of K vs 29 % without the contrast,
         BENCHMARKS.md); on the quantised codes through a mean pool w_c = 1 had collapsed the codebook.
+    codebook_init : str
+        ``"kmeans"`` (default: k-means on the first batch, EMA updates, dead-code restarts, as NeuroLM) or
+        ``"text"``: the codebook is fixed to the K most frequent distinct text tokens of the adversary's training
+        pool, so every quantised fMRI token *is* the code-space image of a real LLM text token.
     code_space : str
         How the LLM's text tokens are brought to the code width C for the adversary: ``"vocabulary"`` (default)
         — the top-C principal axes of the whole input-embedding table; ``"text"`` — the top-C principal axes of
@@ -152,6 +156,7 @@ class TokenizerConfig:
     commitment_weight: float = 0.25
     domain_weight: float = 0.05
     domain_match_weight: float = 0.0
+    codebook_init: str = "kmeans"
     code_space: str = "vocabulary"
     contrast_weight: float = 1.0
     domain_hidden: int = 256
@@ -190,6 +195,8 @@ class TokenizerConfig:
         for name in ("domain_input", "contrast_input"):
             if getattr(self, name) not in ("latent", "quantized"):
                 problems.append(f"{name} must be 'latent' or 'quantized', got {getattr(self, name)!r}")
+        if self.codebook_init not in ("kmeans", "text"):
+            problems.append(f"codebook_init must be 'kmeans' or 'text', got {self.codebook_init!r}")
         if self.code_space not in ("text", "vocabulary"):
             problems.append(f"code_space must be 'text' or 'vocabulary', got {self.code_space!r}")
         if self.contrast_pool not in CONTRAST_POOLS:
@@ -269,6 +276,15 @@ class ContrastHead(nn.Module):
         return self.out(self.norm(torch.cat([mean, gram[:, self.rows, self.cols]], dim=-1)))
 
 
+def frequent_rows(pool: Tensor, k: int) -> Tensor:
+    """The ``k`` most frequent distinct rows (k, C) of a pool of text-token embeddings (one row per occurrence)."""
+    rows, counts = torch.unique(pool.float(), dim=0, return_counts=True)
+    if len(rows) < k:
+        raise BrainAlignError(f"the text pool has only {len(rows)} distinct tokens, fewer than the {k} codes of a "
+                              "text codebook (codebook_init='text'); lower codebook_size")
+    return rows[torch.argsort(counts, descending=True, stable=True)[:k]]
+
+
 class TokenizerModule(AlignmentModule):
     """The networks of the tokenizer and its loss (a LightningModule trained by ``fit_module``).
 
@@ -290,15 +306,18 @@ class TokenizerModule(AlignmentModule):
         self.config = config
         c = config
         self.encoder = TemporalPatchEncoder(n_rois, c.n_timepoints, c.patch_len, c.dim, c.depth, c.heads)
+        if text_pool is not None and (text_pool.ndim != 2 or text_pool.shape[1] != c.dim):
+            raise BrainAlignError(f"text_pool must be (U, {c.dim}) (text tokens in the code space), got "
+                                  f"{tuple(text_pool.shape)}")
+        frozen = c.codebook_init == "text"
         self.quantizer = CosineVectorQuantizer(c.dim, c.codebook_size, decay=c.ema_decay,
-                                               kmeans_iters=c.kmeans_iters, dead_code_threshold=c.dead_code_threshold)
+                                               kmeans_iters=c.kmeans_iters, dead_code_threshold=c.dead_code_threshold,
+                                               frozen=frozen, codes=frequent_rows(text_pool, c.codebook_size)
+                                               if frozen and text_pool is not None else None)
         self.decoder = PatchDecoder(self.encoder, c.decoder_depth, c.heads)
         self.domain_classifier = DomainClassifier(c.dim, c.domain_hidden)
         self.contrast_head = ContrastHead(n_rois, c.dim, text_dim, c.contrast_pool, c.contrast_proj)
         self.siglip_temperature = SigmoidTemperatureBias()
-        if text_pool is not None and (text_pool.ndim != 2 or text_pool.shape[1] != c.dim):
-            raise BrainAlignError(f"text_pool must be (U, {c.dim}) (text tokens in the code space), got "
-                                  f"{tuple(text_pool.shape)}")
         pool = F.normalize(text_pool.float(), dim=-1) if text_pool is not None else torch.zeros(0, c.dim)
         self.register_buffer("text_pool", pool, persistent=False)
 
@@ -450,6 +469,8 @@ class FMRITokenizer:
         if text_pool is not None and (text_pool.ndim != 2 or len(text_pool) == 0 or text_pool.shape[1] != c.dim):
             raise BrainAlignError(f"text_pool must be a non-empty (U, {c.dim}) tensor (text tokens in the code "
                                   f"space), got {tuple(text_pool.shape)}")
+        if text_pool is None and c.codebook_init == "text":
+            raise BrainAlignError("codebook_init='text' takes its codes from text_pool; pass text_pool")
         seed_everything(c.seed)
         self.module_ = TokenizerModule(c, N, text_dim, text_pool)
         self.n_rois_ = N

@@ -83,22 +83,36 @@ class CosineVectorQuantizer(nn.Module):
         inputs of the batch (0 disables).
     commitment_weight : float
         Weight of the commitment loss inside :attr:`QuantizerOutput.commitment` (the tokenizer weighs it again).
+    frozen : bool
+        A fixed codebook: no k-means, no EMA updates, no restarts; its codes come from ``codes`` or from a
+        loaded state dict.
+    codes : Tensor (K, C), optional
+        The fixed codes (L2-normalised here); only with ``frozen``.
     """
 
     def __init__(self, dim: int, codebook_size: int, *, decay: float = 0.99, kmeans_init: bool = True,
-                 kmeans_iters: int = 10, dead_code_threshold: float = 1.0, commitment_weight: float = 1.0):
+                 kmeans_iters: int = 10, dead_code_threshold: float = 1.0, commitment_weight: float = 1.0,
+                 frozen: bool = False, codes: Tensor | None = None):
         super().__init__()
         if dim < 1 or codebook_size < 2 or not 0 < decay < 1:
             raise BrainAlignError(f"quantiser needs dim >= 1, codebook_size >= 2 and 0 < decay < 1; got "
                                   f"{dim}, {codebook_size}, {decay}")
+        if codes is not None and (not frozen or tuple(codes.shape) != (codebook_size, dim)):
+            raise BrainAlignError(f"fixed codes must be ({codebook_size}, {dim}) for a frozen codebook, got "
+                                  f"{tuple(codes.shape)} (frozen={frozen})")
         from vector_quantize_pytorch import VectorQuantize
 
         self.dim, self.codebook_size = dim, codebook_size
         self.vq = VectorQuantize(
-            dim=dim, codebook_size=codebook_size, decay=decay, use_cosine_sim=True, kmeans_init=kmeans_init,
-            kmeans_iters=kmeans_iters, threshold_ema_dead_code=dead_code_threshold,
-            commitment_weight=commitment_weight, rotation_trick=False, sync_codebook=False,
+            dim=dim, codebook_size=codebook_size, decay=decay, use_cosine_sim=True,
+            kmeans_init=kmeans_init and not frozen, kmeans_iters=kmeans_iters,
+            threshold_ema_dead_code=0 if frozen else dead_code_threshold, ema_update=not frozen,
+            freeze_codebook=frozen, commitment_weight=commitment_weight, rotation_trick=False, sync_codebook=False,
         )
+        if codes is not None:
+            with torch.no_grad():
+                self.vq._codebook.embed.copy_(torch.nn.functional.normalize(codes.float(), dim=-1)[None])
+                self.vq._codebook.initted.fill_(True)
 
     @property
     def codebook(self) -> Tensor:
