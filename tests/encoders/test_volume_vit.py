@@ -160,9 +160,9 @@ def test_per_patch_embedding_is_untied_and_shared_is_tied(mask):
     assert isinstance(shared.patch_embed, torch.nn.Linear)
     assert isinstance(untied.patch_embed, PerPatchLinear) and untied.patch_embed.weight.shape == (12, 343, 16)
     # initialised as one linear read-out of all 12·343 voxels, biases at 0
-    w = untied.patch_embed.weight
+    w = untied.patch_embed.weight.detach()
     assert float(w.abs().max()) <= 1 / (12 * 343) ** 0.5 and float(w.std()) > 0.5 / (3 * 12 * 343) ** 0.5
-    assert float(untied.patch_embed.bias.abs().max()) == 0.0
+    assert float(untied.patch_embed.bias.detach().abs().max()) == 0.0
     a, b = 0, 5
     p = torch.randn(1, 12, 343)
     p[0, b] = p[0, a]  # same voxels in two patches
@@ -172,7 +172,7 @@ def test_per_patch_embedding_is_untied_and_shared_is_tied(mask):
     # each patch's token depends on that patch alone
     p2 = p.clone()
     p2[0, a] += 1.0
-    changed = (untied.patch_embed(p2) - emb_untied).abs().sum(-1)[0]
+    changed = (untied.patch_embed(p2) - emb_untied).detach().abs().sum(-1)[0]
     assert changed[a] > 0 and float(changed.sum() - changed[a]) == 0.0
     untied(torch.randn(2, *mask.shape)).sum().backward()
     assert untied.patch_embed.weight.grad[a].abs().sum() > 0
