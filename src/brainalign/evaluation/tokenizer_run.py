@@ -55,7 +55,7 @@ def retrieval_metrics(scan_emb: np.ndarray, caption_emb: np.ndarray, captions: l
 def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, captions: list[str] | None,
                        text_test: np.ndarray | None, rng: np.random.Generator,
                        age: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
-                       probe_train: tuple[np.ndarray, np.ndarray] | None = None) -> dict[str, float]:
+                       probe_train: tuple[dict[str, np.ndarray], np.ndarray] | None = None) -> dict[str, float]:
     """Held-out metrics of a fitted :class:`~brainalign.models.tokenizer.FMRITokenizer`.
 
     Parameters
@@ -72,8 +72,8 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
         Draws the fMRI tokens compared with text tokens.
     age : (codes_train (S_tr, M), age_train (S_tr,), age_test (S,)), optional
         For the age probe: ridge regression on code-usage histograms, R² on the held-out scans.
-    probe_train : (x_train (S_tr, T, N), text_train (n', C)), optional
-        Training scans and training text tokens for a fresh domain probe (below).
+    probe_train : (train_embedding, text_train (n', C)), optional
+        ``tok.embed`` of the training scans and the training text tokens, for a fresh domain probe (below).
 
     Returns
     -------
@@ -119,15 +119,15 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
     return out
 
 
-def _domain_probe(tok, seen: str, probe_train: tuple[np.ndarray, np.ndarray], fmri_test: np.ndarray,
+def _domain_probe(tok, seen: str, probe_train: tuple[dict[str, np.ndarray], np.ndarray], fmri_test: np.ndarray,
                   text_test: np.ndarray, rng: np.random.Generator) -> float:
     """Balanced held-out accuracy of a fresh fMRI-vs-text classifier (scikit-learn ``MLPClassifier``, one hidden
     layer as wide as the adversary's) trained on tokens of the training scans and the training text pool."""
     from sklearn.metrics import balanced_accuracy_score
     from sklearn.neural_network import MLPClassifier
 
-    x_train, text_train = probe_train
-    tokens = tok.embed(x_train)[seen]
+    train_embedding, text_train = probe_train
+    tokens = train_embedding[seen]
     tokens = tokens.reshape(-1, tokens.shape[-1])
     n = min(N_DOMAIN_TOKENS, len(tokens), len(text_train))
     fmri = tokens[rng.choice(len(tokens), n, replace=False)]
@@ -254,12 +254,11 @@ def fit_experiment(cohort_dir: Path, out: Path, config, ablations: bool = True, 
         tok = FMRITokenizer(cfg).fit(x[train], emb[train], [captions[i] for i in train], text_pool=pool_train,
                                      scan_ids=cohort.scan_ids[train])
         fit_seconds = time.perf_counter() - start
-        age_args = None
-        if age is not None:
-            age_args = (tok.encode(x[train]), age[train], age[test])
+        train_embedding = tok.embed(x[train])  # codes for the age probe, tokens for the domain probe
+        age_args = None if age is None else (train_embedding["codes"], age[train], age[test])
         metrics = evaluate_tokenizer(tok, x[test], emb[test], [captions[i] for i in test], pool_test,
                                      np.random.default_rng(config.seed), age_args,
-                                     probe_train=(x[train], pool_train.numpy()))
+                                     probe_train=(train_embedding, pool_train.numpy()))
         metrics["fit_seconds"] = fit_seconds
         results["methods"][name] = {"config_changes": changes, "metrics": metrics}
         say(f"  {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()

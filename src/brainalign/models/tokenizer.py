@@ -192,13 +192,11 @@ class TokenizerConfig:
             problems.append(f"patch_len ({self.patch_len}) exceeds n_timepoints ({self.n_timepoints})")
         if not problems and self.dim % self.heads:
             problems.append(f"dim ({self.dim}) must be divisible by heads ({self.heads})")
-        for name in ("domain_input", "contrast_input"):
-            if getattr(self, name) not in ("latent", "quantized"):
-                problems.append(f"{name} must be 'latent' or 'quantized', got {getattr(self, name)!r}")
-        if self.codebook_init not in ("kmeans", "text"):
-            problems.append(f"codebook_init must be 'kmeans' or 'text', got {self.codebook_init!r}")
-        if self.code_space not in ("text", "vocabulary"):
-            problems.append(f"code_space must be 'text' or 'vocabulary', got {self.code_space!r}")
+        for name, allowed in (("domain_input", ("latent", "quantized")), ("contrast_input", ("latent", "quantized")),
+                              ("codebook_init", ("kmeans", "text")), ("code_space", ("text", "vocabulary"))):
+            if getattr(self, name) not in allowed:
+                choices = " or ".join(repr(a) for a in allowed)
+                problems.append(f"{name} must be {choices}, got {getattr(self, name)!r}")
         if self.contrast_pool not in CONTRAST_POOLS:
             problems.append(f"contrast_pool must be one of {list(CONTRAST_POOLS)}, got {self.contrast_pool!r}")
         value = self.contrast_proj
