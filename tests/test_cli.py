@@ -104,7 +104,7 @@ def test_demo_runs_and_prints_fairness_table(tmp_path):
     res = json.loads((tmp_path / "demo" / "run" / "results.json").read_text())
     assert res["task"]["sensitive"] == "sex" and "dpd" in res["methods"]["logreg"]["mean"]
     bad = runner.invoke(app, ["demo", "--out", str(tmp_path / "bad"), "--sensitive-loss", "ignore"])
-    assert bad.exit_code == 2 and "--sensitive-loss must be one of" in bad.output
+    assert bad.exit_code == 2 and "sensitive_loss must be one of" in bad.output
     assert not (tmp_path / "bad").exists()  # refused before simulating
 
 

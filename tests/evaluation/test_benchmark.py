@@ -42,3 +42,10 @@ def test_cross_validation_only_and_no_sensitive(toy_cohort_dir):
 def test_unknown_method_fails_before_training(toy_cohort_dir):
     with pytest.raises(BrainAlignError, match="unknown method 'nope'"):
         run_benchmark(config(toy_cohort_dir, methods=["logreg", "nope"]))
+
+
+def test_bad_method_option_fails_before_training(toy_cohort_dir, tmp_path):
+    bad = config(toy_cohort_dir, methods=["logreg", "neurolip"], method_params={"neurolip": {"token_map": "gradcam"}})
+    with pytest.raises(BrainAlignError, match="neurolip: token_map must be one of"):
+        run_benchmark(bad, tmp_path / "run")
+    assert not (tmp_path / "run").exists()  # nothing trained or written

@@ -157,13 +157,13 @@ def test_linear_probe_prediction(task, name):
     assert model.embeddings(task, np.arange(3)).shape[0] == 3
 
 
-def test_bad_prediction_and_token_map_options_are_errors(task):
-    with pytest.raises(BrainAlignError, match="prediction must be"):
-        get_method("clip", prediction="vote", **FAST).fit(task, np.arange(40))
+def test_bad_prediction_and_token_map_options_are_errors_at_construction():
+    with pytest.raises(BrainAlignError, match="clip: prediction must be one of"):
+        get_method("clip", prediction="vote", **FAST)
     with pytest.raises(BrainAlignError, match="token_map must be"):
-        get_method("neurolip", token_map="saliency", **FAST).fit(task, np.arange(40))
-    with pytest.raises(BrainAlignError, match="sensitive_loss must be"):
-        get_method("neurolip", sensitive_loss="ignore", **FAST).fit(task, np.arange(40))
+        get_method("neurolip", token_map="saliency", **FAST)
+    with pytest.raises(BrainAlignError, match="neurolip-no-neg: sensitive_loss must be"):
+        get_method("neurolip-no-neg", sensitive_loss="ignore", **FAST)
 
 
 def test_confusion_sensitive_loss_trains(task):

@@ -137,15 +137,15 @@ def demo(
     from brainalign.data.simulate import SimulationConfig, simulate_cohort
     from brainalign.evaluation.benchmark import BenchmarkConfig
     from brainalign.models import get_method
-    from brainalign.models.brain_text import NeuroLIP
 
     t0 = time.perf_counter()
-    if sensitive_loss not in NeuroLIP.SENSITIVE_LOSSES:
-        fail(BrainAlignError(f"--sensitive-loss must be one of {', '.join(NeuroLIP.SENSITIVE_LOSSES)}, "
-                             f"got {sensitive_loss!r}"))
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    for name in names:
-        run(get_method, name)
+    params = {name: {"epochs": epochs, "lr": lr, "batch_size": batch_size} for name in names if name != "logreg"}
+    for name in names:  # NeuroLIP's attention maps are alike for every token (BENCHMARKS.md); occlusion maps are not
+        if name.startswith("neurolip"):
+            params[name].update(token_map="occlusion", sensitive_loss=sensitive_loss)
+    for name in names:  # unknown names and bad options fail here, before simulating
+        run(get_method, name, **params.get(name, {}))
     root = out or Path(tempfile.mkdtemp(prefix="brainalign-demo-"))
     cohort_dir, run_dir = root / "cohort", root / "run"
     config = run(SimulationConfig, n_subjects=n_subjects, confound=confound, sensitive="sex", seed=seed)
@@ -158,10 +158,6 @@ def demo(
     console.print(f"[bold]2/2[/] benchmark {', '.join(names)}: 20% held-out test + {n_folds}-fold CV grouped by person"
                   f" ({epochs} epochs, lr {lr:g}, batch {batch_size} for neural methods; NeuroLIP's sensitive term: "
                   f"{sensitive_loss})")
-    params = {name: {"epochs": epochs, "lr": lr, "batch_size": batch_size} for name in names if name != "logreg"}
-    for name in names:  # NeuroLIP's attention maps are alike for every token (BENCHMARKS.md); occlusion maps are not
-        if name.startswith("neurolip"):
-            params[name].update(token_map="occlusion", sensitive_loss=sensitive_loss)
     results = _benchmark(BenchmarkConfig(cohort=str(cohort_dir), methods=names, target="dx", sensitive="sex",
                                          stratify_site="site", n_folds=n_folds, seed=seed, n_boot=200,
                                          method_params=params), run_dir)

@@ -248,6 +248,7 @@ class BrainTextMethod(TorchMethod):
                                                # dropout on the N×N node features costs ~25 % of a CPU step
                                                "dropout": 0.0, "prediction": "prompt"}
     train_defaults = {"epochs": 30, "batch_size": 32, "lr": 1e-4, "weight_decay": 1e-4, "warmup_frac": 0.03}
+    model_choices: ClassVar[dict[str, tuple[Any, ...]]] = {"prediction": ("prompt", "probe")}
 
     def encoder(self):
         return shared_text_encoder(self.model_params["text_model"])
@@ -283,9 +284,6 @@ class BrainTextMethod(TorchMethod):
         ``prediction="probe"``: a logistic regression on the frozen, standardised brain embeddings (the linear
         probe METHODS §1 also reports).
         """
-        if self.model_params["prediction"] not in ("prompt", "probe"):
-            raise BrainAlignError(f"{self.name}: prediction must be 'prompt' or 'probe', "
-                                  f"got {self.model_params['prediction']!r}")
         super().fit(task, train)
         if self.model_params["prediction"] == "probe":
             self.calibration_ = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
@@ -329,14 +327,10 @@ class NeuroLIP(BrainTextMethod):
     model_defaults = {**BrainTextMethod.text_defaults, "beta": 1e-3, "negative_gradient": True,
                       "attention_loss": True, "sensitive_loss": "negative", "ttca_heads": 4,
                       "sensitive_attributes": None, "token_map": "attention"}
-    TOKEN_MAPS: ClassVar[tuple[str, ...]] = ("attention", "occlusion")
-    SENSITIVE_LOSSES: ClassVar[tuple[str, ...]] = ("negative", "confusion")
+    model_choices = {**BrainTextMethod.model_choices, "token_map": ("attention", "occlusion"),
+                     "sensitive_loss": ("negative", "confusion")}
 
     def build_module(self, task: Task, train: np.ndarray) -> NeuroLIPModule:
-        for key, allowed in (("token_map", self.TOKEN_MAPS), ("sensitive_loss", self.SENSITIVE_LOSSES)):
-            if self.model_params[key] not in allowed:
-                raise BrainAlignError(f"{self.name}: {key} must be one of {allowed}, "
-                                      f"got {self.model_params[key]!r}")
         self.prepare(task, train)
         self.occlusion_fill_ = torch.from_numpy(np.ascontiguousarray(task.fc[train].mean(0, dtype=np.float64),
                                                                      dtype=np.float32))

@@ -24,12 +24,14 @@ class TorchMethod(Method):
     Any keyword argument that names a :class:`TrainConfig` field (``epochs``, ``lr``, ``precision``,
     ``devices``, ...) is a training setting; the others must be keys of ``model_defaults``.
 
-    Subclasses define ``model_defaults``, optionally ``train_defaults``, and implement :meth:`build_module`,
+    Subclasses define ``model_defaults``, optionally ``train_defaults`` and ``model_choices`` (model parameters
+    restricted to a set of values, checked here so a bad option fails before any work), and implement :meth:`build_module`,
     :meth:`tensors` (per-scan inputs) and :meth:`scores` (positive-class probabilities of a batch).
     """
 
     model_defaults: ClassVar[dict[str, Any]] = {}
     train_defaults: ClassVar[dict[str, Any]] = {}
+    model_choices: ClassVar[dict[str, tuple[Any, ...]]] = {}
     predict_batch_size: ClassVar[int] = 64
 
     def __init__(self, seed: int = 0, **params: Any):
@@ -40,6 +42,9 @@ class TorchMethod(Method):
         train = {**self.train_defaults, **{k: v for k, v in params.items() if k in TRAIN_FIELDS}, "seed": seed}
         self.train_config = TrainConfig.from_dict(train)
         self.model_params = {**self.model_defaults, **{k: v for k, v in params.items() if k not in TRAIN_FIELDS}}
+        for key, allowed in self.model_choices.items():
+            if self.model_params[key] not in allowed:
+                raise BrainAlignError(f"{self.name}: {key} must be one of {allowed}, got {self.model_params[key]!r}")
         self.params = {**self.model_params, **self.train_config.to_dict()}
         self.module_: AlignmentModule | None = None
 
