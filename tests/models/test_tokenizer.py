@@ -16,7 +16,9 @@ from brainalign.errors import BrainAlignError
 from brainalign.models.tokenizer import FMRITokenizer, TokenizerConfig
 
 TINY = dict(n_timepoints=24, patch_len=8, dim=16, heads=2, depth=1, codebook_size=16, batch_size=8,
-            tokens_per_step=64, lr=3e-3)
+            tokens_per_step=64, lr=3e-3,
+            # NeuroLM's learnt codebook with the adversary on the latents; the text codebook has its own tests
+            codebook_init="kmeans", domain_input="latent", code_frequency_weight=0.0)
 
 
 def _series(n: int = 24, T: int = 24, R: int = 5, seed: int = 0) -> np.ndarray:
@@ -140,12 +142,15 @@ def test_cli_fit_and_encode(toy_cohort_dir, tmp_path):
     results = json.loads((run_dir / "results.json").read_text())
     assert set(results["methods"]) == {"full", "no_adversary", "no_contrast"}
     m = results["methods"]["full"]["metrics"]
-    for key in ("recon_r2", "domain_acc", "domain_acc_tokens", "domain_probe_acc", "usage", "perplexity",
+    for key in ("recon_r2", "domain_acc", "domain_acc_latents", "domain_probe_acc", "usage", "perplexity",
                 "caption_to_scan_R@5",
                 "scan_to_caption_R@1", "chance_R@5", "age_r2", "encode_scans_per_s"):
         assert np.isfinite(m[key]), key
     assert 0 <= m["domain_acc"] <= 1 and 0 < m["chance_R@5"] <= 1
-    assert results["methods"]["no_adversary"]["config_changes"] == {"domain_weight": 0.0}
+    assert results["methods"]["no_adversary"]["config_changes"] == {
+        "domain_weight": 0.0, "domain_match_weight": 0.0, "code_frequency_weight": 0.0}
+    assert 0 <= m["code_tv_to_text"] <= 1
+    assert results["methods"]["full"]["codebook_size"] == 16  # the text pool holds more distinct tokens
     assert (run_dir / "config.yaml").exists() and (run_dir / "model.pt").exists()
     res = runner.invoke(app, ["tokenize", "encode", "--model", str(run_dir), "--cohort", str(toy_cohort_dir),
                               "--out", str(tokens)])
@@ -219,7 +224,7 @@ def test_contrast_head_pools_and_gram_sees_connectivity():
 def test_adversary_and_contrast_inputs(domain_input, contrast_input, pool):
     x = _series(n=12)
     emb = np.random.default_rng(1).standard_normal((len(x), 6)).astype(np.float32)
-    cfg = TokenizerConfig(**TINY, epochs=2, domain_input=domain_input, contrast_input=contrast_input,
+    cfg = TokenizerConfig(**{**TINY, "domain_input": domain_input}, epochs=2, contrast_input=contrast_input,
                           contrast_pool=pool)
     tok = FMRITokenizer(cfg).fit(x, emb, text_pool=torch.randn(40, 16))
     e = tok.embed(x)
@@ -269,7 +274,8 @@ def test_text_codebook_is_made_of_the_most_frequent_text_tokens(tmp_path):
         frequent_rows(pool, 21)
     x = _series(n=12)
     emb = np.random.default_rng(1).standard_normal((len(x), 6)).astype(np.float32)
-    cfg = TokenizerConfig(**{**TINY, "codebook_size": 8}, epochs=2, codebook_init="text", domain_input="quantized")
+    cfg = TokenizerConfig(**{**TINY, "codebook_size": 8, "codebook_init": "text", "domain_input": "quantized"},
+                          epochs=2)
     with pytest.raises(BrainAlignError, match="pass text_pool"):
         FMRITokenizer(cfg).fit(x, emb)
     tok = FMRITokenizer(cfg).fit(x, emb, text_pool=pool)
@@ -278,6 +284,13 @@ def test_text_codebook_is_made_of_the_most_frequent_text_tokens(tmp_path):
     assert np.allclose(tok.embed(x)["tokens"], expected[torch.from_numpy(tok.encode(x))].numpy(), atol=1e-6)
     again = FMRITokenizer.load(tok.save(tmp_path / "tok.pt"))
     torch.testing.assert_close(again.module_.quantizer.codebook, expected)
+    # the default K (512) is lowered to the pool's 20 distinct tokens, and the config says so
+    wide = FMRITokenizer(TokenizerConfig(**{**TINY, "codebook_size": 512, "codebook_init": "text"}, epochs=1))
+    assert wide.fit(x, emb, text_pool=pool).config.codebook_size == 20 and wide.codebook.shape == (20, 16)
+    assert wide.encode(x).max() < 20
+    with pytest.raises(BrainAlignError, match="fewer than 2 distinct tokens"):
+        FMRITokenizer(TokenizerConfig(**{**TINY, "codebook_init": "text"}, epochs=1)).fit(
+            x, emb, text_pool=pool[:1].repeat(5, 1))
 
 
 def test_distribution_distance_pulls_fmri_tokens_onto_text():
@@ -316,3 +329,31 @@ def test_old_checkpoint_format_is_refused(fitted, tmp_path):
     torch.save(state, tmp_path / "old.pt")
     with pytest.raises(BrainAlignError, match="not a brainalign tokenizer checkpoint"):
         FMRITokenizer.load(tmp_path / "old.pt")
+
+
+def test_code_frequency_term_matches_fmri_code_use_to_text():
+    """KL(text ‖ soft fMRI code use): ~0 when the shares agree, larger when not; a tokenizer with a text codebook
+    trained with it uses its codes at frequencies nearer the text tokens' than one trained without."""
+    from brainalign.objectives.domain import code_frequencies, code_frequency_loss
+
+    codes = torch.nn.functional.normalize(torch.randn(4, 16, generator=torch.Generator().manual_seed(0)), dim=-1)
+    target = torch.tensor([0.4, 0.3, 0.2, 0.1])
+    matched = codes[torch.tensor([0] * 40 + [1] * 30 + [2] * 20 + [3] * 10)]
+    torch.testing.assert_close(code_frequencies(matched, codes), target)
+    assert float(code_frequency_loss(matched, codes, target, temperature=0.01)) < 1e-3
+    assert float(code_frequency_loss(codes[torch.zeros(100, dtype=torch.long)], codes, target, 0.01)) > 0.5
+    with pytest.raises(BrainAlignError, match=r"target \(K,\)"):
+        code_frequency_loss(matched, codes, target[:3])
+
+    x = _series(n=16)
+    emb = np.random.default_rng(1).standard_normal((len(x), 6)).astype(np.float32)
+    distinct = torch.randn(8, 16, generator=torch.Generator().manual_seed(2))
+    pool = distinct[torch.tensor([i for i in range(8) for _ in range(2 ** (7 - i))])]  # shares halve code by code
+    tv = {}
+    for w_f in (0.0, 5.0):
+        cfg = TokenizerConfig(**{**TINY, "codebook_size": 8, "codebook_init": "text", "domain_input": "quantized",
+                                 "code_frequency_weight": w_f}, epochs=6, domain_weight=0.0)
+        tok = FMRITokenizer(cfg).fit(x, emb, text_pool=pool)
+        use = np.bincount(tok.encode(x).reshape(-1), minlength=8) / tok.encode(x).size
+        tv[w_f] = 0.5 * np.abs(use - code_frequencies(pool, tok.codebook).numpy()).sum()
+    assert tv[5.0] < 0.5 * tv[0.0], tv  # measured 0.08 vs 0.61

@@ -85,11 +85,16 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
         representation, a diagnostic), ``domain_probe_acc`` (a fresh classifier of the adversary's shape,
         Linear → ReLU → Linear, trained after the fact on training-scan tokens against training text tokens and
         scored the same way: whether the domains are separable at all, not only whether the adversary lost
-        track), ``usage``, ``perplexity``, ``perplexity_frac``, retrieval recalls with
+        track), ``code_tv_to_text`` (total variation distance between the held-out scans' code histogram and
+        that of the held-out text tokens' nearest codes: 0.5 + 0.5·TV is the best balanced accuracy of any
+        classifier that sees only a token's code), ``usage``, ``perplexity``, ``perplexity_frac``, retrieval recalls with
         chance levels, ``age_r2``, ``encode_scans_per_s``.
     """
+    import torch
     from sklearn.linear_model import RidgeCV
     from sklearn.metrics import r2_score
+
+    from brainalign.objectives.domain import code_frequencies
 
     start = time.perf_counter()
     tok.encode(x_test)
@@ -107,6 +112,10 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
         other = "tokens" if seen == "latents" else "latents"
         out["domain_acc"] = tok.domain_accuracy(e[seen].reshape(n_tokens, -1)[pick], text)
         out[f"domain_acc_{other}"] = tok.domain_accuracy(e[other].reshape(n_tokens, -1)[pick], text)
+        codebook = tok.codebook
+        fmri_share = torch.bincount(torch.from_numpy(e["codes"].reshape(-1)).long(), minlength=len(codebook))
+        text_share = code_frequencies(torch.from_numpy(np.asarray(text_test)), codebook)
+        out["code_tv_to_text"] = float(0.5 * (fmri_share / fmri_share.sum() - text_share).abs().sum())
         if probe_train is not None:
             out["domain_probe_acc"] = _domain_probe(tok, seen, probe_train, e[seen].reshape(n_tokens, -1)[pick],
                                                     text, rng)
@@ -260,9 +269,11 @@ def fit_experiment(cohort_dir: Path, out: Path, config, ablations: bool = True, 
                                      np.random.default_rng(config.seed), age_args,
                                      probe_train=(train_embedding, pool_train.numpy()))
         metrics["fit_seconds"] = fit_seconds
-        results["methods"][name] = {"config_changes": changes, "metrics": metrics}
+        results["methods"][name] = {"config_changes": changes, "codebook_size": tok.config.codebook_size,
+                                    "metrics": metrics}
         say(f"  {name}: " + ", ".join(f"{k}={v:.3f}" for k, v in metrics.items()
-                                      if k in ("recon_r2", "domain_acc", "domain_probe_acc", "perplexity_frac",
+                                      if k in ("recon_r2", "domain_acc", "domain_probe_acc", "code_tv_to_text",
+                                               "perplexity_frac",
                                                "caption_to_scan_R@5", "age_r2")))
         if name == "full":
             tok.save(out / MODEL_FILE)

@@ -47,7 +47,8 @@ from brainalign.encoders.temporal_patch import PatchDecoder, TemporalPatchEncode
 from brainalign.errors import BrainAlignError
 from brainalign.utils import config_from_dict
 from brainalign.objectives.contrastive import SigmoidTemperatureBias, siglip_loss
-from brainalign.objectives.domain import DomainClassifier, dann_alpha, distribution_distance, domain_loss
+from brainalign.objectives.domain import (DomainClassifier, code_frequencies, code_frequency_loss, dann_alpha,
+                                          distribution_distance, domain_loss)
 from brainalign.objectives.vq import CosineVectorQuantizer, code_usage
 from brainalign.training.trainer import AlignmentModule, IndexedTensors, TrainConfig, fit_module, seed_everything
 
@@ -57,7 +58,11 @@ CHECKPOINT_FORMAT = 2
 #: Pooling of a scan's token latents for the caption contrast (see :class:`ContrastHead`).
 CONTRAST_POOLS = ("mean", "gram")
 #: Ablations of the full model: the changed config fields.
-ABLATIONS = {"full": {}, "no_adversary": {"domain_weight": 0.0}, "no_contrast": {"contrast_weight": 0.0}}
+#: ``no_adversary`` drops every term that pulls the fMRI tokens towards text (adversary, distribution match, code
+#: frequencies); the codebook stays what ``codebook_init`` makes it.
+ABLATIONS = {"full": {},
+             "no_adversary": {"domain_weight": 0.0, "domain_match_weight": 0.0, "code_frequency_weight": 0.0},
+             "no_contrast": {"contrast_weight": 0.0}}
 _TRAIN_FIELDS = ("epochs", "batch_size", "lr", "weight_decay", "warmup_frac", "seed", "progress")
 
 
@@ -81,7 +86,9 @@ class TokenizerConfig:
     decoder_depth : int
         Decoder transformer layers.
     codebook_size : int
-        K (fMRI-LM / NeuroLM: 8192; default 512 for CPU-sized cohorts).
+        K (fMRI-LM / NeuroLM: 8192; default 512 for CPU-sized cohorts).  With ``codebook_init="text"`` at most
+        the number of distinct tokens in the text pool: :meth:`FMRITokenizer.fit` lowers it to that number (the
+        saved config says which K was used).
     ema_decay : float
         Codebook EMA decay (0.99, as NeuroLM).
     kmeans_iters : int
@@ -91,7 +98,7 @@ class TokenizerConfig:
     commitment_weight : float
         w_commit.
     domain_weight : float
-        w_d (fMRI-LM: 0.5); 0 = ``no_adversary``.  Default 0.05: on the 400-scan simulated cohort larger weights
+        w_d (fMRI-LM: 0.5); 0 = ``no_adversary``.  Default 0.05: on the 400-scan simulated cohort with the learnt codebook larger weights
         lower the held-out domain accuracy but shrink the codebook (w_d = 0.05 / 0.5 / 1: accuracy 0.96 / 0.82 /
         0.75, perplexity 43 / 24 / 12 % of K; BENCHMARKS.md).
     contrast_weight : float
@@ -99,13 +106,16 @@ class TokenizerConfig:
         through the ``"gram"`` head it raises held-out perplexity (43 % of K vs 29 % without the contrast,
         BENCHMARKS.md); on the quantised codes through a mean pool w_c = 1 had collapsed the codebook.
     codebook_init : str
-        ``"kmeans"`` (default: k-means on the first batch, EMA updates, dead-code restarts, as NeuroLM) or
-        ``"text"``: the codebook is fixed to the K most frequent distinct text tokens of the adversary's training
-        pool, so every quantised fMRI token *is* the code-space image of a real LLM text token.
+        ``"text"`` (default): the codebook is fixed to the K most frequent distinct text tokens of the adversary's
+        training pool, so every quantised fMRI token *is* the code-space image of a real LLM text token (the
+        poster's shared vocabulary); ``"kmeans"``: k-means on the first batch, EMA updates, dead-code restarts, as
+        NeuroLM.  With the text codebook, ``code_space="text"``, ``domain_input="quantized"`` and the code
+        frequency term, a fresh probe no longer tells fMRI tokens from text (0.51 on the 400-scan simulated
+        cohort; 1.00 with NeuroLM's learnt codebook; BENCHMARKS.md).
     code_space : str
-        How the LLM's text tokens are brought to the code width C for the adversary: ``"vocabulary"`` (default)
-        — the top-C principal axes of the whole input-embedding table; ``"text"`` — the top-C principal axes of
-        the training pool's real text-token occurrences, centred on them and whitened.  Unit-normalised, the
+        How the LLM's text tokens are brought to the code width C for the adversary: ``"text"`` (default) — the
+        top-C principal axes of the training pool's real text-token occurrences, centred on them and whitened;
+        ``"vocabulary"`` — the top-C principal axes of the whole input-embedding table.  Unit-normalised, the
         vocabulary-axes text tokens fill a narrow cone (mean resultant length 0.85 on SmolLM2), the whitened
         text axes spread them over the sphere.  The adversary's own held-out accuracy then falls from 0.96 to
         0.59, but a fresh probe still separates the two domains perfectly in both spaces
@@ -115,10 +125,16 @@ class TokenizerConfig:
         text tokens (:func:`~brainalign.objectives.domain.distribution_distance`), a direct pull of the fMRI
         token distribution onto the text one beside the adversary (0 = off, the default; fMRI-LM has the
         adversary only).
+    code_frequency_weight : float
+        w_f: weight of KL(text ‖ fMRI) between the share of text-pool tokens nearest to each code and the fMRI
+        tokens' soft code use (:func:`~brainalign.objectives.domain.code_frequency_loss`; default 1, 0 = off).
+        Meant for ``codebook_init="text"``, where each code is a text token and code frequencies are all a
+        single-token classifier can tell the domains apart by.
     domain_input : str
-        What the domain classifier sees: ``"latent"`` (default; the unit-norm encoder outputs before
-        quantisation, as fMRI-LM applies the adversary to the encoder latents) or ``"quantized"`` (the codes: a
-        discrete set of at most K points, which the classifier separated from text at 0.98).
+        What the domain classifier sees: ``"quantized"`` (default; the codes, i.e. the tokens a language model
+        reads — with a learnt codebook a discrete set of at most K points, which the classifier separated from
+        text at 0.98) or ``"latent"`` (the unit-norm encoder outputs before quantisation, where fMRI-LM applies
+        the adversary).
     contrast_input : str
         What the contrast pools: ``"latent"`` (default, pre-quantisation) or ``"quantized"``.
     contrast_pool : str
@@ -137,7 +153,7 @@ class TokenizerConfig:
         Caption encoder (None: the offline all-MiniLM-L6-v2).
     epochs, batch_size, lr, weight_decay, warmup_frac, seed, progress
         Optimisation (see :class:`~brainalign.training.trainer.TrainConfig`).  fMRI-LM: 50 epochs, lr 1e-4,
-        batch 32; the CPU default (10 epochs, lr 1e-3) keeps a 400-scan cohort with ablations within minutes.
+        batch 32; the CPU default (20 epochs, lr 1e-3) keeps a 400-scan cohort with ablations within minutes.
     test_size : float
         Fraction of persons held out for evaluation.
     """
@@ -156,18 +172,19 @@ class TokenizerConfig:
     commitment_weight: float = 0.25
     domain_weight: float = 0.05
     domain_match_weight: float = 0.0
-    codebook_init: str = "kmeans"
-    code_space: str = "vocabulary"
+    code_frequency_weight: float = 1.0
+    codebook_init: str = "text"
+    code_space: str = "text"
     contrast_weight: float = 1.0
     domain_hidden: int = 256
-    domain_input: str = "latent"
+    domain_input: str = "quantized"
     contrast_input: str = "latent"
     contrast_pool: str = "gram"
     contrast_proj: int = 16
     tokens_per_step: int = 1024
     llm: str = "smollm2-135m"
     text_model: str | None = None
-    epochs: int = 10
+    epochs: int = 20
     batch_size: int = 32
     lr: float = 1e-3
     weight_decay: float = 1e-4
@@ -183,8 +200,8 @@ class TokenizerConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 problems.append(f"{name} must be a positive integer, got {value!r}")
-        for name in ("commitment_weight", "domain_weight", "domain_match_weight", "contrast_weight",
-                     "dead_code_threshold"):
+        for name in ("commitment_weight", "domain_weight", "domain_match_weight", "code_frequency_weight",
+                     "contrast_weight", "dead_code_threshold"):
             value = getattr(self, name)
             if not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
                 problems.append(f"{name} must be a finite number >= 0, got {value!r}")
@@ -373,6 +390,13 @@ class TokenizerModule(AlignmentModule):
                 l_match = distribution_distance(fmri, text)
                 loss = loss + c.domain_match_weight * l_match
                 parts["match"] = l_match.detach()
+            if c.code_frequency_weight > 0:
+                codes = self.quantizer.codebook
+                latents = out["latents"].reshape(-1, c.dim)
+                latents = latents[torch.randperm(len(latents), device=latents.device)[:n]]
+                l_freq = code_frequency_loss(latents, codes, code_frequencies(self.text_pool, codes))
+                loss = loss + c.code_frequency_weight * l_freq
+                parts["frequency"] = l_freq.detach()
         if c.contrast_weight > 0:
             captions, ids = batch["caption"], batch["caption_id"]
             log_t, b = self.siglip_temperature()
@@ -468,7 +492,14 @@ class FMRITokenizer:
             raise BrainAlignError(f"text_pool must be a non-empty (U, {c.dim}) tensor (text tokens in the code "
                                   f"space), got {tuple(text_pool.shape)}")
         if text_pool is None and c.codebook_init == "text":
-            raise BrainAlignError("codebook_init='text' takes its codes from text_pool; pass text_pool")
+            raise BrainAlignError("codebook_init='text' takes its codes from text_pool; pass text_pool (or set "
+                                  "codebook_init='kmeans')")
+        if c.codebook_init == "text":
+            distinct = len(torch.unique(text_pool.float(), dim=0))
+            if distinct < 2:
+                raise BrainAlignError("the text pool has fewer than 2 distinct tokens; a text codebook needs more")
+            if distinct < c.codebook_size:
+                c = self.config = c.replace(codebook_size=distinct)
         seed_everything(c.seed)
         self.module_ = TokenizerModule(c, N, text_dim, text_pool)
         self.n_rois_ = N
@@ -481,6 +512,11 @@ class FMRITokenizer:
         if self.module_ is None:
             raise BrainAlignError("the tokenizer is not fitted; call fit() or FMRITokenizer.load()")
         return self.module_
+
+    @property
+    def codebook(self) -> Tensor:
+        """(K, C) the unit-norm codes of the fitted quantiser."""
+        return self._module().quantizer.codebook
 
     @torch.no_grad()
     def _batched(self, x: Any, fn, scan_ids: Any = None, batch_size: int = 64) -> list:
