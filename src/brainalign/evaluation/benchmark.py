@@ -163,7 +163,7 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path | None = None,
         The content of ``results.json``.
     """
     for name in config.methods:
-        get_method(name, **config.method_params.get(name, {}))  # unknown names and bad options fail before any training
+        get_method(name, **config.method_params.get(name, {}))  # unknown names, bad options: fail before training
     cohort = Cohort.load(config.cohort)
     task = Task.from_cohort(cohort, config.target, config.sensitive, config.positive)
     extra = None

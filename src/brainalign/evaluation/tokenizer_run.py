@@ -87,8 +87,8 @@ def evaluate_tokenizer(tok, x_test: np.ndarray, caption_emb: np.ndarray | None, 
         scored the same way: whether the domains are separable at all, not only whether the adversary lost
         track), ``code_tv_to_text`` (total variation distance between the held-out scans' code histogram and
         that of the held-out text tokens' nearest codes: 0.5 + 0.5·TV is the best balanced accuracy of any
-        classifier that sees only a token's code), ``usage``, ``perplexity``, ``perplexity_frac``, retrieval recalls with
-        chance levels, ``age_r2``, ``encode_scans_per_s``.
+        classifier that sees only a token's code), ``usage``, ``perplexity``, ``perplexity_frac``, retrieval
+        recalls with chance levels, ``age_r2``, ``encode_scans_per_s``.
     """
     import torch
     from sklearn.linear_model import RidgeCV

@@ -87,8 +87,8 @@ class TokenizerConfig:
         Decoder transformer layers.
     codebook_size : int
         K (fMRI-LM / NeuroLM: 8192; default 512 for CPU-sized cohorts).  With ``codebook_init="text"`` at most
-        the number of distinct tokens in the text pool: :meth:`FMRITokenizer.fit` lowers it to that number (the
-        saved config says which K was used).
+        the number of distinct tokens in the text pool: :meth:`FMRITokenizer.fit` lowers it to that number
+        (``FMRITokenizer.config`` and the saved model then hold the K used).
     ema_decay : float
         Codebook EMA decay (0.99, as NeuroLM).
     kmeans_iters : int
@@ -98,9 +98,9 @@ class TokenizerConfig:
     commitment_weight : float
         w_commit.
     domain_weight : float
-        w_d (fMRI-LM: 0.5); 0 = ``no_adversary``.  Default 0.05: on the 400-scan simulated cohort with the learnt codebook larger weights
-        lower the held-out domain accuracy but shrink the codebook (w_d = 0.05 / 0.5 / 1: accuracy 0.96 / 0.82 /
-        0.75, perplexity 43 / 24 / 12 % of K; BENCHMARKS.md).
+        w_d (fMRI-LM: 0.5); 0 (with w_m = w_f = 0) = ``no_adversary``.  Default 0.05: on the 400-scan simulated
+        cohort with the learnt codebook larger weights lower the held-out domain accuracy but shrink the codebook
+        (w_d = 0.05 / 0.5 / 1: accuracy 0.96 / 0.82 / 0.75, perplexity 43 / 24 / 12 % of K; BENCHMARKS.md).
     contrast_weight : float
         w_c; 0 = ``no_contrast``.  Default 1 (fMRI-LM's weight): with the contrast on the pre-quantisation latents
         through the ``"gram"`` head it raises held-out perplexity (43 % of K vs 29 % without the contrast,

@@ -25,8 +25,9 @@ class TorchMethod(Method):
     ``devices``, ...) is a training setting; the others must be keys of ``model_defaults``.
 
     Subclasses define ``model_defaults``, optionally ``train_defaults`` and ``model_choices`` (model parameters
-    restricted to a set of values, checked here so a bad option fails before any work), and implement :meth:`build_module`,
-    :meth:`tensors` (per-scan inputs) and :meth:`scores` (positive-class probabilities of a batch).
+    restricted to a set of values, checked here so a bad option fails before any work), and implement
+    :meth:`build_module`, :meth:`tensors` (per-scan inputs) and :meth:`scores` (positive-class probabilities of a
+    batch).
     """
 
     model_defaults: ClassVar[dict[str, Any]] = {}

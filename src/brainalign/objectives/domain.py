@@ -139,10 +139,11 @@ def code_frequency_loss(latents: Tensor, codes: Tensor, target: Tensor, temperat
     """KL(target ‖ q̄): how far the fMRI tokens' code use is from a target code histogram (the text tokens').
 
     q̄ is the mean soft assignment of the latents to the codes, ``softmax(cos(latent, code) / temperature)``, a
-    differentiable stand-in for the histogram of nearest codes.  (Adding the mean entropy of the soft assignments,
-    to make each one confident, collapsed code use on the simulated cohort: latents fled to isolated codes.)  With a codebook fixed to text tokens
+    differentiable stand-in for the histogram of nearest codes.  With a codebook fixed to text tokens
     (``codebook_init="text"``) a token's code *is* a text token, so a classifier of single tokens can tell the
-    two domains apart only by how often each code occurs; matching the histograms takes that away.
+    two domains apart only by how often each code occurs; matching the histograms takes that away.  (Adding the
+    mean entropy of the soft assignments, to make each one confident, collapsed code use on the simulated cohort:
+    the latents fled to isolated codes.)
 
     Parameters
     ----------
@@ -152,8 +153,8 @@ def code_frequency_loss(latents: Tensor, codes: Tensor, target: Tensor, temperat
     target : Tensor (K,)
         Target shares (e.g. :func:`code_frequencies` of the text pool); sums to 1.
     temperature : float
-        0.02 by default (on the 400-scan simulated cohort the nearest-code histogram's distance to text was 0.18 at
-        0.05, 0.08 at 0.02 and 0.01: at a warmer temperature the soft use matches while the nearest codes do not).
+        0.02 by default: on the 400-scan simulated cohort the nearest-code histogram's distance to text was 0.18
+        at 0.05, 0.08 at 0.02 and 0.01 (at a warmer temperature the soft use matches, the nearest codes do not).
 
     Returns
     -------
