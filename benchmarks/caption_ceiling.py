@@ -1,9 +1,14 @@
 """How much of the descriptor captions can a scan's connectivity retrieve at all?  A ceiling for the tokenizer's
 caption↔scan retrieval, on the same split and captions as a ``brainalign tokenize fit`` run.
 
-Peer: ridge regression (``RidgeCV``) from the Fisher-z upper triangle of each scan's FC to its caption embedding
-(the frozen text encoder the tokenizer's contrast uses), fitted on the run's training scans and scored with the same
-``retrieval_metrics`` on its held-out scans; the tokenizer's own figures are read from the run and printed beside it.
+Peers: ridge regression (``RidgeCV``) fitted on the run's training scans and scored with the same
+``retrieval_metrics`` on its held-out scans, from
+- the Fisher-z upper triangle of each scan's FC to its caption embedding (the frozen text encoder the tokenizer's
+  contrast uses);
+- the descriptor values the caption is written from to its caption embedding (how far the caption embeddings can
+  be told apart at all through a linear map);
+- the same descriptors to the caption's lines embedded one by one and concatenated.
+The tokenizer's own figures are read from the run and printed beside them.
 
     .venv/bin/python benchmarks/caption_ceiling.py --cohort /tmp/tk/sim400 --run RUN
 """
@@ -31,21 +36,33 @@ def main() -> None:
     cohort = Cohort.load(args.cohort)
     run = json.loads((Path(args.run) / "results.json").read_text())
     train, test = np.array(run["split"]["train"]), np.array(run["split"]["test"])
-    captions = caption_cohort(cohort, train_indices=train)["caption"].astype(str).tolist()
+    table = caption_cohort(cohort, train_indices=train)
+    captions = table["caption"].astype(str).tolist()
     emb = caption_embeddings(captions, None)
+    lines = [c.split("\n") for c in captions]
+    width = max(len(parts) for parts in lines)
+    line_emb = caption_embeddings([p for parts in lines for p in parts + [""] * (width - len(parts))], None)
+    line_emb = line_emb.reshape(len(captions), -1)
     fc = np.arctanh(np.clip(cohort.fc_upper(), -0.999, 0.999))
-    ridge = RidgeCV(alphas=np.logspace(-1, 5, 13)).fit(fc[train], emb[train])
-    ceiling = retrieval_metrics(ridge.predict(fc[test]), emb[test], [captions[i] for i in test])
+    descriptors = np.nan_to_num(table.select_dtypes("number").to_numpy(dtype=float))
+    test_captions = [captions[i] for i in test]
     keys = ("caption_to_scan_R@1", "caption_to_scan_R@5", "caption_to_scan_R@10", "scan_to_caption_R@5",
             "chance_R@5")
-    print(f"{len(train)} training / {len(test)} held-out scans; ridge alpha {ridge.alpha_:g}")
-    print("model".ljust(28) + "".join(k.rjust(22) for k in keys))
-    print("ridge FC -> caption".ljust(28) + "".join(f"{ceiling[k]:22.3f}" for k in keys))
+    print(f"{len(train)} training / {len(test)} held-out scans")
+    print("model".ljust(36) + "".join(k.rjust(22) for k in keys))
+    ceiling = {}
+    for name, features, target in (("ridge FC -> caption", fc, emb),
+                                   (f"ridge {descriptors.shape[1]} descriptors -> caption", descriptors, emb),
+                                   ("ridge descriptors -> caption lines", descriptors, line_emb)):
+        ridge = RidgeCV(alphas=np.logspace(-3, 5, 17)).fit(features[train], target[train])
+        ceiling[name] = retrieval_metrics(ridge.predict(features[test]), target[test], test_captions)
+        print(name.ljust(36) + "".join(f"{ceiling[name][k]:22.3f}" for k in keys) + f"   (alpha {ridge.alpha_:g})")
     for name, entry in run["methods"].items():
         m = entry["metrics"]
-        print(f"tokenizer {name}".ljust(28) + "".join(f"{m.get(k, float('nan')):22.3f}" for k in keys))
-    print(f"ratio tokenizer full / ridge, caption->scan R@5: "
-          f"{run['methods']['full']['metrics']['caption_to_scan_R@5'] / max(ceiling['caption_to_scan_R@5'], 1e-12):.2f}")
+        print(f"tokenizer {name}".ljust(36) + "".join(f"{m.get(k, float('nan')):22.3f}" for k in keys))
+    fc_r5 = ceiling["ridge FC -> caption"]["caption_to_scan_R@5"]
+    print(f"ratio tokenizer full / ridge FC, caption->scan R@5: "
+          f"{run['methods']['full']['metrics']['caption_to_scan_R@5'] / max(fc_r5, 1e-12):.2f}")
 
 
 if __name__ == "__main__":

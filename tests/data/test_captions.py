@@ -327,3 +327,61 @@ def test_cli_errors(tmp_path):
                                  "--train-fraction", "1.5"])
     assert result.exit_code == 2 and "--train-fraction must be in (0, 1]" in _flat(result)
     assert runner.invoke(app, ["captions", "--cohort", str(root), "--networks", str(nets)]).exit_code == 0
+
+
+# -- polishing ----------------------------------------------------------------------------------------
+
+def _fake_replies(prompts, system):
+    """A stand-in LLM: rewrites the first line faithfully, changes a number in the second, answers the third
+    with two lines and the fourth with nothing."""
+    out = []
+    for i, p in enumerate(prompts):
+        k = i % 4
+        out.append(["In short: " + p, p.replace("1", "7"), "Sure.\n" + p, "  "][k])
+    return out
+
+
+def test_polish_keeps_only_rewrites_with_the_same_numbers():
+    from brainalign.data.captions import polish_captions, same_numbers
+
+    assert same_numbers("a (z=+1.6) and b (z=-0.2)", "b is z=-0.2, a is z=+1.6")
+    assert not same_numbers("a (z=+1.6)", "a (z=1.6)") and not same_numbers("a (z=+1.6)", "a")
+    caps = ["A is typical (z=+0.1).\nB is reduced (z=-1.4).\nC (z=+2.0).\nD (z=+0.5).",
+            "E is elevated (z=+1.2).\nF (z=-0.1)."]
+    out, kept = polish_captions(caps, generate=_fake_replies)
+    assert out[0] == "In short: A is typical (z=+0.1).\nB is reduced (z=-1.4).\nC (z=+2.0).\nD (z=+0.5)."
+    # E is the fifth line (a faithful rewrite again); F's rewrite changes a number: its template is kept
+    assert out[1] == "In short: E is elevated (z=+1.2).\nF (z=-0.1)."
+    assert kept.tolist() == [1, 1]
+
+
+def test_polish_bad_input():
+    from brainalign.data.captions import polish_captions
+
+    with pytest.raises(BrainAlignError, match="non-empty caption strings"):
+        polish_captions("one caption", generate=_fake_replies)
+    with pytest.raises(BrainAlignError, match="non-empty caption strings"):
+        polish_captions(["ok (z=+1.0)", ""], generate=_fake_replies)
+    with pytest.raises(BrainAlignError, match="returned 1 replies for 2 prompts"):
+        polish_captions(["a\nb"], generate=lambda prompts, system: ["a"])
+
+
+def test_cli_polish(tmp_path, monkeypatch):
+    import brainalign.encoders.language_model as lm
+
+    root, labels = _small_cohort(tmp_path, n=6)
+    runner = CliRunner()
+    result = runner.invoke(app, ["captions", "--cohort", str(root), "--polish", "--llm", "nope"])
+    assert result.exit_code == 2 and "unknown language model 'nope'" in _flat(result)
+    monkeypatch.setattr(lm, "gguf_path", lambda name=None: tmp_path)
+    monkeypatch.setattr(lm, "generate", lambda prompts, system, *a, **k: ["Put simply, " + p for p in prompts])
+    result = runner.invoke(app, ["captions", "--cohort", str(root), "--polish"])
+    assert result.exit_code == 0, result.output
+    table = pd.read_csv(root / "captions.csv")
+    assert list(table.columns[:4]) == ["scan_id", "caption", "caption_template", "polished_lines"]
+    lines = table["caption_template"].str.count("\n") + 1
+    assert (table["polished_lines"] == lines).all()
+    assert all(c == "\n".join("Put simply, " + x for x in t.split("\n"))
+               for c, t in zip(table["caption"], table["caption_template"]))
+    summary = json.loads((root / "captions_reference.json").read_text())["summary"]
+    assert summary["polished_lines_kept"] == f"{lines.sum()} of {lines.sum()}"

@@ -67,3 +67,24 @@ def test_code_space_axes_and_whitening():
         embeddings_to_code_space(flat, 4, whiten=True)  # three distinct tokens span two directions
     with pytest.raises(BrainAlignError, match="code width 13"):
         embeddings_to_code_space(table, 13)
+
+
+def test_generate_bad_input():
+    from brainalign.encoders.language_model import generate
+
+    with pytest.raises(BrainAlignError, match="list of prompt strings"):
+        generate("one prompt", "system")
+    with pytest.raises(BrainAlignError, match="max_new_tokens and batch_size must be >= 1"):
+        generate(["a"], "system", max_new_tokens=0)
+
+
+@needs_llm
+@pytest.mark.skipif(importlib.util.find_spec("accelerate") is None, reason="accelerate not installed")
+def test_generate_replies_to_each_prompt():
+    from brainalign.encoders.language_model import generate
+
+    replies = generate(["Say hello.", "Name a colour in one word, please."], "You are terse.", max_new_tokens=4,
+                       batch_size=2)
+    assert len(replies) == 2 and all(isinstance(r, str) and r for r in replies)
+    # left padding: the shorter prompt in a batch gets the same reply as on its own
+    assert generate(["Say hello."], "You are terse.", max_new_tokens=4) == replies[:1]

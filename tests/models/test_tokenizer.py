@@ -219,6 +219,21 @@ def test_contrast_head_pools_and_gram_sees_connectivity():
         head(torch.randn(2, 7, 8))
 
 
+def test_contrast_dropout_acts_in_training_only():
+    from brainalign.models.tokenizer import ContrastHead
+
+    torch.manual_seed(0)
+    z = torch.randn(3, 2 * 5, 8)
+    head = ContrastHead(5, 8, 6, "gram", proj=4, dropout=0.5)
+    head.eval()
+    torch.testing.assert_close(head(z), head(z))
+    plain = ContrastHead(5, 8, 6, "gram", proj=4)
+    plain.load_state_dict(head.state_dict())  # dropout holds no weights: same model without it
+    torch.testing.assert_close(head(z), plain.eval()(z))
+    head.train()
+    assert not torch.allclose(head(z), head(z))
+
+
 @pytest.mark.parametrize("domain_input,contrast_input,pool", [("quantized", "quantized", "mean"),
                                                               ("latent", "latent", "gram")])
 def test_adversary_and_contrast_inputs(domain_input, contrast_input, pool):
@@ -256,6 +271,8 @@ def test_new_config_options_are_checked():
         TokenizerConfig(contrast_pool="attention")
     with pytest.raises(BrainAlignError, match="contrast_proj must be a positive integer"):
         TokenizerConfig(contrast_proj=0)
+    with pytest.raises(BrainAlignError, match=r"contrast_dropout must be in \[0, 1\), got 1.0"):
+        TokenizerConfig(contrast_dropout=1.0)
     with pytest.raises(BrainAlignError, match="domain_match_weight must be a finite number >= 0"):
         TokenizerConfig(domain_match_weight=-1.0)
     with pytest.raises(BrainAlignError, match="code_space must be 'text' or 'vocabulary'"):

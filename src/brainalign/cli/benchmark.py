@@ -130,7 +130,7 @@ def demo(
     sensitive_loss: str = typer.Option("confusion", help="NeuroLIP's sensitive-attribute term: 'negative' (the "
                                        "paper's maximised CALT loss) or 'confusion' (BENCHMARKS.md)."),
     n_folds: int = typer.Option(3, help="Cross-validation folds."),
-    seed: int = typer.Option(0),
+    seed: int = typer.Option(0, help="Seed of the simulated cohort, the folds and training."),
 ) -> None:
     """Simulate a cohort with a sex–diagnosis confound, compare NeuroLIP with its baselines, print the table with
     fairness metrics and how well NeuroLIP's token maps (occlusion maps here) find the planted ROIs."""

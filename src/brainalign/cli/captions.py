@@ -62,6 +62,11 @@ def captions(
     edge_density: float = typer.Option(0.15, help="Fraction of ROI pairs kept for graph metrics."),
     n_gradients: int = typer.Option(3, help="Diffusion-map gradients."),
     seed: int = typer.Option(0, help="Seed of the split, Louvain and ICA."),
+    polish: bool = typer.Option(False, help="Rewrite each caption line with the offline LLM; a rewrite is kept "
+                                            "only if it holds exactly the line's numbers (column caption_template "
+                                            "keeps the template, polished_lines counts the rewrites kept)."),
+    llm: Optional[str] = typer.Option(None, help="Language model for --polish: 'smollm2-135m' (default) or a "
+                                                 ".gguf path."),
 ) -> None:
     """fMRI-LM stage 0: descriptors, z-scores against training scans, and one caption per scan.
 
@@ -72,11 +77,15 @@ def captions(
     import yaml
     from rich.progress import Progress
 
-    from brainalign.data.captions import describe_cohort
+    from brainalign.data.captions import describe_cohort, polish_captions
     from brainalign.data.cohort import Cohort
     from brainalign.data.descriptors import DescriptorSettings, read_network_file
 
     c = run(Cohort.load, cohort)
+    if polish:
+        from brainalign.encoders.language_model import gguf_path
+
+        run(gguf_path, llm)  # an unknown model fails before the descriptors are computed
     labels = run(read_network_file, networks, c.n_rois) if networks is not None else None
     ids = _read_ids(train_ids) if train_ids is not None else None
     train = run(train_positions, c, train_fraction, ids, seed, str(train_ids))
@@ -87,17 +96,29 @@ def captions(
         task = progress.add_task("descriptors", total=len(c))
         result = run(describe_cohort, c, train, networks=labels, settings=settings,
                      progress=lambda done, total: progress.update(task, completed=done))
+    table = result.table
+    if polish:
+        console.print(f"polishing {len(table)} captions with the offline LLM ...", highlight=False)
+        polished, kept = run(polish_captions, table["caption"].astype(str).tolist(), llm)
+        table.insert(table.columns.get_loc("caption") + 1, "caption_template", table["caption"])
+        table.insert(table.columns.get_loc("caption_template") + 1, "polished_lines", kept)
+        table["caption"] = polished
+    templates = table.get("caption_template", table["caption"])
     seconds = time.perf_counter() - t0
     config = {"cohort": str(c.root), "out": str(out), "train_fraction": train_fraction,
               "train_ids": str(train_ids) if train_ids else None, "networks": str(networks) if networks else None,
+              "polish": polish, "llm": llm,
               "settings": {k: (list(v) if isinstance(v, tuple) else v) for k, v in vars(settings).items()}}
     n_desc = len(result.reference.mean_)
     summary = {"n_scans": len(c), "n_train": int(train.size), "n_descriptors": n_desc,
                "domains": list(result.model.domains), "seconds": round(seconds, 2),
-               "n_events_captions": int(result.table["caption"].str.contains("Task events").sum()),
-               "mean_caption_words": float(np.mean(result.table["caption"].str.split().str.len()))}
+               "n_events_captions": int(templates.str.contains("Task events").sum()),
+               "mean_caption_words": float(np.mean(table["caption"].str.split().str.len()))}
+    if polish:
+        n_lines = int(table["caption_template"].str.count("\n").sum() + len(table))
+        summary["polished_lines_kept"] = f"{int(table['polished_lines'].sum())} of {n_lines}"
     out.parent.mkdir(parents=True, exist_ok=True)
-    result.table.to_csv(out, index=False)
+    table.to_csv(out, index=False)
     ref_path = out.with_name(out.stem + "_reference.json")
     ref_path.write_text(json.dumps({"config": config, "summary": summary, **result.reference_dict()}) + "\n")
     out.with_name(out.stem + "_config.yaml").write_text(yaml.safe_dump(config, sort_keys=False))

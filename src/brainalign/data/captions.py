@@ -20,13 +20,16 @@ trials per ``trial_type``, the mean of every other numeric column (onset, durati
 excepted) and the values of text columns.
 
 Descriptors are computed from each scan's stored series (or matrix) at its own TR, not from the
-resampled, cropped series of :mod:`brainalign.data.preprocess` that the tokenizer reads.  Polishing the
-captions into prose with the offline LLM is not offered: SmolLM2-135M took 247 s for one caption on
-this 2-core machine and dropped or invented numbers (see BENCHMARKS.md).
+resampled, cropped series of :mod:`brainalign.data.preprocess` that the tokenizer reads.
+
+:func:`polish_captions` rewrites captions into freer prose with the offline LLM, line by line, and keeps a
+rewritten line only when it carries exactly the numbers of the template line: SmolLM2-135M changes z values
+in many lines (BENCHMARKS.md), and a caption with wrong numbers is worse than a stiff one.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -360,3 +363,67 @@ def caption_cohort(cohort, train_indices: Sequence[int] | None = None, *, networ
         Columns ``scan_id``, ``caption``, then every descriptor's raw value and its z-score (``<name>_z``).
     """
     return describe_cohort(cohort, train_indices, networks=networks, settings=settings).table
+
+
+# -- polishing with the offline LLM ------------------------------------------------------------------
+
+POLISH_SYSTEM = ("You edit neuroimaging reports. Rewrite the user's text as one fluent sentence or two for a "
+                 "clinician. Keep every number exactly as written, with its sign and the 'z=' before it. Add "
+                 "nothing that is not in the text.")
+_NUMBER = re.compile(r"[-+]?\d+(?:\.\d+)?")
+
+
+def same_numbers(template: str, text: str) -> bool:
+    """Whether ``text`` holds exactly the numbers of ``template`` (as a multiset of written numbers)."""
+    return sorted(_NUMBER.findall(template)) == sorted(_NUMBER.findall(text))
+
+
+def polish_captions(captions: Sequence[str], llm: str | None = None, generate=None, batch_size: int = 8,
+                    max_new_tokens: int = 160) -> tuple[list[str], np.ndarray]:
+    """Rewrite captions with the offline LLM, keeping only rewrites that preserve every number.
+
+    Each caption line is rewritten on its own; a rewrite that is empty, spans several lines or does not hold
+    exactly the numbers of its line (:func:`same_numbers`) is discarded and the template line kept.
+
+    Parameters
+    ----------
+    captions : sequence of str
+        Template captions (lines separated by ``"\\n"``).
+    llm : str, optional
+        Model key or ``.gguf`` path (default SmolLM2-135M-Instruct).
+    generate : callable, optional
+        ``generate(prompts, system) -> replies``; default :func:`brainalign.encoders.language_model.generate`.
+    batch_size, max_new_tokens : int
+        Passed to the generator.
+
+    Returns
+    -------
+    captions : list of str
+        Polished captions, one per input, in order.
+    kept : ndarray of int, shape (n_captions,)
+        Rewritten lines kept per caption.
+    """
+    if isinstance(captions, str) or any(not isinstance(c, str) or not c.strip() for c in captions):
+        raise BrainAlignError("polish_captions needs a list of non-empty caption strings")
+    if generate is None:
+        from brainalign.encoders.language_model import generate as llm_generate
+
+        def generate(prompts, system):
+            return llm_generate(prompts, system, llm, max_new_tokens=max_new_tokens, batch_size=batch_size)
+
+    lines = [c.split("\n") for c in captions]
+    flat = [line for parts in lines for line in parts]
+    replies = generate(flat, POLISH_SYSTEM)
+    if len(replies) != len(flat):
+        raise BrainAlignError(f"the generator returned {len(replies)} replies for {len(flat)} prompts")
+    ok = [bool(r.strip()) and "\n" not in r.strip() and same_numbers(t, r) for t, r in zip(flat, replies)]
+    out, kept, i = [], np.zeros(len(captions), dtype=int), 0
+    for c, parts in enumerate(lines):
+        new = []
+        for line in parts:
+            new.append(replies[i].strip() if ok[i] else line)
+            kept[c] += ok[i]
+            i += 1
+        out.append("\n".join(new))
+    return out, kept
+

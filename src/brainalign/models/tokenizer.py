@@ -142,6 +142,8 @@ class TokenizerConfig:
         :class:`ContrastHead`) or ``"mean"``.
     contrast_proj : int
         Width of the per-patch projection in the ``"gram"`` head.
+    contrast_dropout : float
+        Dropout on the contrast head's pooled features before its linear map to the caption space (0 = off).
     domain_hidden : int
         Hidden width of the domain classifier.
     tokens_per_step : int
@@ -181,6 +183,7 @@ class TokenizerConfig:
     contrast_input: str = "latent"
     contrast_pool: str = "gram"
     contrast_proj: int = 16
+    contrast_dropout: float = 0.0
     tokens_per_step: int = 1024
     llm: str = "smollm2-135m"
     text_model: str | None = None
@@ -219,6 +222,8 @@ class TokenizerConfig:
         value = self.contrast_proj
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             problems.append(f"contrast_proj must be a positive integer, got {value!r}")
+        if not 0 <= self.contrast_dropout < 1:
+            problems.append(f"contrast_dropout must be in [0, 1), got {self.contrast_dropout}")
         if not 0 < self.ema_decay < 1:
             problems.append(f"ema_decay must be in (0, 1), got {self.ema_decay}")
         if not 0 < self.test_size < 1:
@@ -261,9 +266,12 @@ class ContrastHead(nn.Module):
         average of per-ROI tokens cannot express.
     proj : int
         Width each patch latent is projected to before the ROI × ROI similarity (``"gram"`` only).
+    dropout : float
+        Dropout on the pooled features before the final linear map.
     """
 
-    def __init__(self, n_rois: int, dim: int, text_dim: int, pool: str = "gram", proj: int = 16):
+    def __init__(self, n_rois: int, dim: int, text_dim: int, pool: str = "gram", proj: int = 16,
+                 dropout: float = 0.0):
         super().__init__()
         if pool not in CONTRAST_POOLS:
             raise BrainAlignError(f"contrast pool must be one of {list(CONTRAST_POOLS)}, got {pool!r}")
@@ -276,6 +284,7 @@ class ContrastHead(nn.Module):
             self.register_buffer("cols", cols, persistent=False)
             n_features += len(rows)
             self.norm = nn.LayerNorm(n_features)
+        self.dropout = nn.Dropout(dropout)
         self.out = nn.Linear(n_features, text_dim)
 
     def forward(self, z: Tensor) -> Tensor:
@@ -283,12 +292,12 @@ class ContrastHead(nn.Module):
             raise BrainAlignError(f"contrast head expects (B, W·{self.n_rois}, C) latents, got {tuple(z.shape)}")
         mean = z.mean(dim=1)
         if self.pool == "mean":
-            return self.out(mean)
+            return self.out(self.dropout(mean))
         B, M, _ = z.shape
         u = self.proj(z).reshape(B, M // self.n_rois, self.n_rois, -1).transpose(1, 2).reshape(B, self.n_rois, -1)
         u = F.normalize(u - u.mean(dim=-1, keepdim=True), dim=-1)
         gram = u @ u.transpose(1, 2)
-        return self.out(self.norm(torch.cat([mean, gram[:, self.rows, self.cols]], dim=-1)))
+        return self.out(self.dropout(self.norm(torch.cat([mean, gram[:, self.rows, self.cols]], dim=-1))))
 
 
 def frequent_rows(pool: Tensor, k: int) -> Tensor:
@@ -331,7 +340,8 @@ class TokenizerModule(AlignmentModule):
                                                if frozen and text_pool is not None else None)
         self.decoder = PatchDecoder(self.encoder, c.decoder_depth, c.heads)
         self.domain_classifier = DomainClassifier(c.dim, c.domain_hidden)
-        self.contrast_head = ContrastHead(n_rois, c.dim, text_dim, c.contrast_pool, c.contrast_proj)
+        self.contrast_head = ContrastHead(n_rois, c.dim, text_dim, c.contrast_pool, c.contrast_proj,
+                                          c.contrast_dropout)
         self.siglip_temperature = SigmoidTemperatureBias()
         pool = F.normalize(text_pool.float(), dim=-1) if text_pool is not None else torch.zeros(0, c.dim)
         self.register_buffer("text_pool", pool, persistent=False)
