@@ -426,4 +426,3 @@ def polish_captions(captions: Sequence[str], llm: str | None = None, generate=No
             i += 1
         out.append("\n".join(new))
     return out, kept
-
