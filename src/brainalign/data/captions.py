@@ -416,13 +416,9 @@ def polish_captions(captions: Sequence[str], llm: str | None = None, generate=No
     replies = generate(flat, POLISH_SYSTEM)
     if len(replies) != len(flat):
         raise BrainAlignError(f"the generator returned {len(replies)} replies for {len(flat)} prompts")
-    ok = [bool(r.strip()) and "\n" not in r.strip() and same_numbers(t, r) for t, r in zip(flat, replies)]
-    out, kept, i = [], np.zeros(len(captions), dtype=int), 0
-    for c, parts in enumerate(lines):
-        new = []
-        for line in parts:
-            new.append(replies[i].strip() if ok[i] else line)
-            kept[c] += ok[i]
-            i += 1
-        out.append("\n".join(new))
-    return out, kept
+    ok = np.array([bool(r.strip()) and "\n" not in r.strip() and same_numbers(t, r)
+                   for t, r in zip(flat, replies)])
+    chosen = [r.strip() if good else t for t, r, good in zip(flat, replies, ok)]
+    starts = np.cumsum([0] + [len(parts) for parts in lines])
+    out = ["\n".join(chosen[a:b]) for a, b in zip(starts[:-1], starts[1:])]
+    return out, np.add.reduceat(ok.astype(int), starts[:-1])
