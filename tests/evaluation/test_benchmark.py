@@ -49,3 +49,12 @@ def test_bad_method_option_fails_before_training(toy_cohort_dir, tmp_path):
     with pytest.raises(BrainAlignError, match="neurolip: token_map must be one of"):
         run_benchmark(bad, tmp_path / "run")
     assert not (tmp_path / "run").exists()  # nothing trained or written
+
+
+def test_select_epoch_in_the_benchmark(toy_cohort_dir):
+    params = {"brainnettf": {"epochs": 3, "batch_size": 8, "ff_dim": 32, "n_clusters": 8, "select_epoch": True}}
+    res = run_benchmark(config(toy_cohort_dir, methods=["brainnettf"], n_folds=2, n_boot=0, method_params=params))
+    for fold in res["methods"]["brainnettf"]["folds"]:
+        assert 1 <= fold["selected_epoch"] <= 3 and len(fold["val_auc_by_epoch"]) == 3
+    with pytest.raises(BrainAlignError, match="select_epoch picks each fold's epoch on its validation scans"):
+        run_benchmark(config(toy_cohort_dir, methods=["brainnettf"], test_size=0.0, method_params=params))

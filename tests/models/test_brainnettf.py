@@ -52,3 +52,24 @@ def test_cluster_tokens_differ_at_initialisation():
     out = enc(fc)
     assert out["assignment"].max(-1).values.mean() > 3 / 20  # far from uniform (1/20)
     assert out["clusters"].std(1).mean() > 0.1 * out["clusters"].norm(dim=-1).mean() / 40 ** 0.5
+
+
+def test_select_epoch_keeps_the_best_validation_epoch(toy_cohort_dir):
+    from sklearn.metrics import roc_auc_score
+
+    from brainalign.models.torch_method import TorchMethod
+
+    task = Task.from_cohort(Cohort.load(toy_cohort_dir), "dx", "sex")
+    train, val = np.arange(0, 40), np.arange(40, 60)
+    kw = dict(epochs=6, batch_size=8, lr=1e-3, ff_dim=32, n_clusters=8)
+    plain = get_method("brainnettf", **kw).fit(task, train, val)
+    assert plain.selected_epoch_ is None and plain.val_auc_by_epoch_ == []  # off by default
+    model = get_method("brainnettf", select_epoch=True, **kw).fit(task, train, val)
+    history = model.val_auc_by_epoch_
+    assert len(history) == 6 and model.selected_epoch_ == int(np.argmax(history)) + 1
+    restored = roc_auc_score(task.y[val], TorchMethod.predict_proba(model, task, val))
+    assert restored == pytest.approx(max(history), abs=1e-6)  # the kept weights are that epoch's
+    last = roc_auc_score(task.y[val], TorchMethod.predict_proba(plain, task, val))
+    assert last == pytest.approx(history[-1], abs=1e-6)  # selection does not change the training run itself
+    one_class = get_method("brainnettf", select_epoch=True, **kw).fit(task, train, val[task.y[val] == 1])
+    assert one_class.selected_epoch_ is None  # no AUC on a one-class validation split: the last epoch is kept

@@ -116,9 +116,11 @@ def run_method(name: str, task: Task, splits: Splits, config: BenchmarkConfig,
         if workdir is not None:
             method.workdir = Path(workdir) / name / f"fold{k}"
         t0 = time.perf_counter()
-        method.fit(task, fold.train)
+        method.fit(task, fold.train, val=fold.val)
         fit_s = time.perf_counter() - t0
         entry: dict[str, Any] = {"fold": k, "fit_seconds": round(fit_s, 3), "n_train": int(len(fold.train))}
+        if getattr(method, "selected_epoch_", None) is not None:
+            entry.update(selected_epoch=method.selected_epoch_, val_auc_by_epoch=method.val_auc_by_epoch_)
         for split_name, idx in (("val", fold.val), ("test", test)):
             if len(idx) == 0:
                 continue
@@ -164,6 +166,9 @@ def run_benchmark(config: BenchmarkConfig, out_dir: str | Path | None = None,
     """
     for name in config.methods:
         get_method(name, **config.method_params.get(name, {}))  # unknown names, bad options: fail before training
+        if config.test_size == 0 and config.method_params.get(name, {}).get("select_epoch"):
+            raise BrainAlignError(f"{name}: select_epoch picks each fold's epoch on its validation scans, which "
+                                  "are what a run without a test set reports; set test_size > 0")
     cohort = Cohort.load(config.cohort)
     task = Task.from_cohort(cohort, config.target, config.sensitive, config.positive)
     extra = None

@@ -151,7 +151,9 @@ def _domain_probe(tok, seen: str, probe_train: tuple[dict[str, np.ndarray], np.n
     return float(balanced_accuracy_score(y_eval, clf.predict(x_eval)))
 
 
-def _split(cohort, config) -> tuple[np.ndarray, np.ndarray]:
+def holdout_split(cohort, config) -> tuple[np.ndarray, np.ndarray]:
+    """(train, test) scan indices: a held-out ``config.test_size`` of persons, stratified on ``dx`` when present,
+    drawn with ``config.seed`` (the split of :func:`fit_experiment`)."""
     from brainalign.evaluation.protocol import make_splits
 
     y = cohort.phenotypes["dx"].astype(str).to_numpy() if "dx" in cohort.phenotypes else np.zeros(len(cohort), int)
@@ -234,7 +236,7 @@ def fit_experiment(cohort_dir: Path, out: Path, config, ablations: bool = True, 
     t0 = time.perf_counter()
     cohort = Cohort.load(cohort_dir)
     x = prepare_cohort_timeseries(cohort, target_tr=config.target_tr, n_timepoints=config.n_timepoints)
-    train, test = _split(cohort, config)
+    train, test = holdout_split(cohort, config)
     say(f"{len(cohort)} scans prepared to {x.shape[1]} time points x {x.shape[2]} ROIs; "
         f"{len(train)} training / {len(test)} held-out scans (by person)")
     if captions_file is not None:

@@ -141,8 +141,9 @@ class Method(ABC):
     workdir: Path | None = None
 
     @abstractmethod
-    def fit(self, task: Task, train: np.ndarray) -> Method:
-        """Learn from the scans at positions ``train``."""
+    def fit(self, task: Task, train: np.ndarray, val: np.ndarray | None = None) -> Method:
+        """Learn from the scans at positions ``train``.  ``val`` (optional) are validation positions a method may
+        use for model selection (e.g. ``select_epoch``), never to fit weights."""
 
     @abstractmethod
     def predict_proba(self, task: Task, idx: np.ndarray) -> np.ndarray:

@@ -271,7 +271,7 @@ class BrainTextMethod(TorchMethod):
             out["sensitive"] = torch.from_numpy(codes[idx].astype(np.int64))
         return out
 
-    def fit(self, task: Task, train: np.ndarray) -> BrainTextMethod:
+    def fit(self, task: Task, train: np.ndarray, val: np.ndarray | None = None) -> BrainTextMethod:
         """Train, then fit the prediction rule on the training scans.
 
         ``prediction="prompt"`` (default, the paper's rule): a 1-D logistic regression maps the
@@ -284,7 +284,7 @@ class BrainTextMethod(TorchMethod):
         ``prediction="probe"``: a logistic regression on the frozen, standardised brain embeddings (the linear
         probe METHODS §1 also reports).
         """
-        super().fit(task, train)
+        super().fit(task, train, val)
         if self.model_params["prediction"] == "probe":
             self.calibration_ = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
             self.calibration_.fit(self.embeddings(task, train), task.y[train])
@@ -424,10 +424,10 @@ class FairCLIPBaseline(TwoTowerMethod):
     objective = "fairclip"
     model_defaults = {**BrainTextMethod.text_defaults, "fair_lambda": 1e-4, "fair_blur": 1e-4}
 
-    def fit(self, task: Task, train: np.ndarray) -> FairCLIPBaseline:
+    def fit(self, task: Task, train: np.ndarray, val: np.ndarray | None = None) -> FairCLIPBaseline:
         if task.groups is None:
             raise BrainAlignError("fairclip needs a sensitive attribute (benchmark --sensitive COLUMN)")
-        return super().fit(task, train)
+        return super().fit(task, train, val)
 
 
 @register_method("neurolip-no-attn")

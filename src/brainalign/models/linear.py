@@ -38,7 +38,7 @@ class FCLogisticRegression(Method):
         self.params: dict[str, Any] = {"C": C, "fisher": fisher, "max_iter": max_iter, "seed": seed}
         self.model_ = None
 
-    def fit(self, task: Task, train: np.ndarray) -> FCLogisticRegression:
+    def fit(self, task: Task, train: np.ndarray, val: np.ndarray | None = None) -> FCLogisticRegression:
         y = task.y[train]
         if np.unique(y).size < 2:
             raise BrainAlignError(f"logreg: the training split has one class only ({task.target}={y[0]})")

@@ -65,7 +65,12 @@ class TorchMethod(Method):
     def scores(self, module: AlignmentModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         """(b,) score of the positive class for a batch (a probability, or a margin that a subclass calibrates)."""
 
-    def fit(self, task: Task, train: np.ndarray) -> TorchMethod:
+    def fit(self, task: Task, train: np.ndarray, val: np.ndarray | None = None) -> TorchMethod:
+        """Train on the scans at ``train``.  With ``select_epoch`` and validation scans ``val`` (both classes
+        present), the weights of the epoch whose raw scores (:meth:`scores`) reach the highest validation AUC are
+        kept; ``val_auc_by_epoch_`` (one value per epoch) and ``selected_epoch_`` (1-based) record the choice."""
+        from sklearn.metrics import roc_auc_score
+
         train = np.asarray(train, dtype=int)
         classes = np.unique(task.y[train])
         if classes.size < 2:
@@ -76,7 +81,22 @@ class TorchMethod(Method):
             config = dataclasses.replace(config, checkpoint_dir=str(Path(self.workdir) / "checkpoints"))
         seed_everything(config.seed)
         self.module_ = self.build_module(task, train)
-        fit_module(self.module_, IndexedTensors(**self.tensors(task, train)), config)
+        self.val_auc_by_epoch_, self.selected_epoch_ = [], None
+        hook, best = None, {}
+        if config.select_epoch and val is not None and np.unique(task.y[np.asarray(val, dtype=int)]).size == 2:
+            val = np.asarray(val, dtype=int)
+
+            def hook(module: AlignmentModule, epoch: int) -> None:
+                auc = float(roc_auc_score(task.y[val], TorchMethod.predict_proba(self, task, val)))
+                self.val_auc_by_epoch_.append(auc)
+                if auc > best.get("auc", -np.inf):
+                    best.update(auc=auc, epoch=epoch + 1,
+                                state={k: v.detach().clone() for k, v in module.state_dict().items()})
+
+        fit_module(self.module_, IndexedTensors(**self.tensors(task, train)), config, on_epoch_end=hook)
+        if best:
+            self.module_.load_state_dict(best["state"])
+            self.selected_epoch_ = best["epoch"]
         return self
 
     def predict_proba(self, task: Task, idx: np.ndarray) -> np.ndarray:

@@ -14,6 +14,7 @@ import math
 import os
 import warnings
 from dataclasses import asdict, dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -64,6 +65,11 @@ class TrainConfig:
     checkpoint_dir : str, optional
         Where ``last.ckpt`` is kept; with ``resume=True`` training continues from it.
     resume : bool
+    select_epoch : bool
+        Keep the weights of the epoch with the highest validation AUC instead of the last epoch's, when the
+        method is given validation scans (:meth:`~brainalign.models.torch_method.TorchMethod.fit`; the benchmark
+        passes each fold's validation scans).  Early stopping without stopping: every epoch is trained, so the
+        random stream, and the last epoch's weights, are those of a run without selection.
     """
 
     epochs: int = 64
@@ -82,6 +88,7 @@ class TrainConfig:
     progress: bool = False
     checkpoint_dir: str | None = None
     resume: bool = False
+    select_epoch: bool = False
 
     def __post_init__(self) -> None:
         problems = []
@@ -171,10 +178,13 @@ class IndexedTensors(Dataset):
         return item
 
 
-def fit_module(module: AlignmentModule, dataset: Dataset, config: TrainConfig) -> AlignmentModule:
+def fit_module(module: AlignmentModule, dataset: Dataset, config: TrainConfig,
+               on_epoch_end: Callable[[AlignmentModule, int], None] | None = None) -> AlignmentModule:
     """Train ``module`` on ``dataset`` with Lightning; returns the module (trained in place).
 
     With ``config.checkpoint_dir``, ``last.ckpt`` is saved after each epoch; ``config.resume`` continues from it.
+    ``on_epoch_end(module, epoch)`` is called after every training epoch (0-based; every submodule's train/eval
+    mode is restored afterwards).
     """
     if len(dataset) < 2:
         raise BrainAlignError(f"training needs at least 2 scans, got {len(dataset)}")
@@ -184,6 +194,8 @@ def fit_module(module: AlignmentModule, dataset: Dataset, config: TrainConfig) -
                         drop_last=len(dataset) % batch_size == 1,  # never a batch of one scan
                         num_workers=config.num_workers, persistent_workers=config.num_workers > 0)
     callbacks, ckpt_path = [], None
+    if on_epoch_end is not None:
+        callbacks.append(_EpochEndHook(on_epoch_end))
     if config.checkpoint_dir:
         from lightning.pytorch.callbacks import ModelCheckpoint
 
@@ -208,6 +220,19 @@ def fit_module(module: AlignmentModule, dataset: Dataset, config: TrainConfig) -
         )
         trainer.fit(module, loader, ckpt_path=ckpt_path)
     return module
+
+
+class _EpochEndHook(pl.Callback):
+    """Calls ``fn(module, epoch)`` at the end of every training epoch."""
+
+    def __init__(self, fn: Callable[[AlignmentModule, int], None]):
+        self.fn = fn
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: AlignmentModule) -> None:
+        modes = [(m, m.training) for m in pl_module.modules()]
+        self.fn(pl_module, trainer.current_epoch)
+        for m, training in modes:
+            m.train(training)
 
 
 @contextlib.contextmanager
