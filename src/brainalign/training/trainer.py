@@ -13,8 +13,8 @@ import logging
 import math
 import os
 import warnings
-from dataclasses import asdict, dataclass
 from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
