@@ -385,3 +385,27 @@ def test_cli_polish(tmp_path, monkeypatch):
                for c, t in zip(table["caption"], table["caption_template"]))
     summary = json.loads((root / "captions_reference.json").read_text())["summary"]
     assert summary["polished_lines_kept"] == f"{lines.sum()} of {lines.sum()}"
+
+
+def test_a_scan_whose_gradient_graph_splits_gets_a_lower_sparsity():
+    from brainalign.data.descriptors import connected_gradients
+
+    rng = np.random.default_rng(0)
+    f = rng.standard_normal((300, 2))
+    blocks = np.concatenate([f[:, :1] + 0.7 * rng.standard_normal((300, 12)),
+                             f[:, 1:] + 0.7 * rng.standard_normal((300, 12))], axis=1)
+    mixed = rng.standard_normal((300, 2)) @ rng.standard_normal((2, 24)) + rng.standard_normal((300, 24))
+    fc = np.stack([np.corrcoef(mixed.T), np.corrcoef(blocks.T)])  # the second splits at sparsity 0.9
+    grads, lam = diffusion_gradients(fc, 2, disconnected="nan")
+    assert np.isfinite(grads[0]).all() and np.isnan(grads[1]).all() and np.isnan(lam[1]).all()
+    with pytest.warns(UserWarning, match=r"\['b'\]: the gradient affinity graph falls apart at sparsity 0.9"):
+        out, used = connected_gradients(fc, 2, alpha=0.5, sparsity=0.9, scan_ids=["a", "b"])
+    assert np.isfinite(out).all() and used[0] == 0.9 and used[1] < 0.9
+    np.testing.assert_allclose(out[0], grads[0])  # a connected scan keeps the requested sparsity
+    expected, _ = diffusion_gradients(fc[1], 2, sparsity=float(used[1]))
+    np.testing.assert_allclose(out[1], expected)
+    with pytest.raises(BrainAlignError, match="disconnected must be"):
+        diffusion_gradients(fc, 2, disconnected="ignore")
+    isolated = np.eye(24)[None]  # no ROI shares a positive profile with another: disconnected at any sparsity
+    with pytest.raises(BrainAlignError, match="'c'.*at every sparsity"):
+        connected_gradients(isolated, 2, alpha=0.5, sparsity=0.9, scan_ids=["c"])

@@ -17,7 +17,8 @@ multiscale ``diffusion_time=0``: eigenvalues scaled by λ/(1-λ)) gives ``n_grad
 scan's gradients are Procrustes-rotated onto the group gradients of the mean training FC (signs and
 order of eigenvectors are otherwise arbitrary; see :func:`_reference_gradients` for the reference's
 sparsity).  Each row keeps at least ``MIN_NEIGHBOURS`` = 10 entries, so small atlases stay connected; a
-scan whose affinity graph still falls apart is an error naming it.
+scan whose affinity graph still falls apart gets its gradients at a sparsity lowered in steps of 0.1 until it is
+connected, with a warning naming it (:func:`connected_gradients`).
 
 - ``gradient<g>_range`` / ``gradient<g>_variance`` (g = 1..n_gradients): spread of each aligned gradient;
 - ``gradient1:<net>``: mean position of the network's ROIs on the principal gradient.
@@ -49,6 +50,7 @@ only, so descriptors of a scan never depend on test scans.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -63,6 +65,7 @@ __all__ = [
     "DescriptorModel",
     "DescriptorSettings",
     "compute_descriptors",
+    "connected_gradients",
     "diffusion_gradients",
     "fc_descriptors",
     "falff",
@@ -230,7 +233,8 @@ def _cosine_affinity(fc: np.ndarray, sparsity: float) -> np.ndarray:
 
 
 def diffusion_gradients(fc: np.ndarray, n_gradients: int = 3, *, alpha: float = 0.5, sparsity: float = 0.9,
-                        scan_ids: Sequence[str] | None = None) -> tuple[np.ndarray, np.ndarray]:
+                        scan_ids: Sequence[str] | None = None,
+                        disconnected: str = "raise") -> tuple[np.ndarray, np.ndarray]:
     """Diffusion-map gradients of a batch of FC matrices (BrainSpace's ``approach="dm"``, cosine kernel).
 
     Parameters
@@ -243,6 +247,9 @@ def diffusion_gradients(fc: np.ndarray, n_gradients: int = 3, *, alpha: float = 
         Row-wise sparsity before the kernel (each row keeps at least ``MIN_NEIGHBOURS`` entries).
     scan_ids : sequence of str, optional
         Names for error messages.
+    disconnected : str
+        A matrix whose affinity graph falls apart: ``"raise"`` (an error naming it) or ``"nan"`` (its gradients
+        and eigenvalues are NaN; see :func:`connected_gradients`).
 
     Returns
     -------
@@ -251,6 +258,8 @@ def diffusion_gradients(fc: np.ndarray, n_gradients: int = 3, *, alpha: float = 
     lambdas : array (n, n_gradients)
         The scaled eigenvalues.
     """
+    if disconnected not in ("raise", "nan"):
+        raise BrainAlignError(f"disconnected must be 'raise' or 'nan', got {disconnected!r}")
     single = np.ndim(fc) == 2
     a = _cosine_affinity(np.asarray(fc)[None] if single else np.asarray(fc), sparsity)
     deg = a.sum(-1)
@@ -265,7 +274,7 @@ def diffusion_gradients(fc: np.ndarray, n_gradients: int = 3, *, alpha: float = 
     vals = vals[:, ::-1][:, : n_gradients + 1]
     vecs = vecs[:, :, ::-1][:, :, : n_gradients + 1]
     split = vals[:, 1] > 1.0 - 1e-8  # eigenvalue 1 twice: the affinity graph is disconnected
-    if split.any():
+    if split.any() and disconnected != "nan":
         s = int(np.flatnonzero(split)[0])
         name = f"scan '{scan_ids[s]}'" if scan_ids is not None else f"matrix {s}"
         raise BrainAlignError(f"{name}: the gradient affinity graph falls apart into disconnected pieces; "
@@ -277,7 +286,34 @@ def diffusion_gradients(fc: np.ndarray, n_gradients: int = 3, *, alpha: float = 
     psi = vecs / v0[:, :, None]
     lam = vals[:, 1:] / np.clip(1.0 - vals[:, 1:], 1e-12, None)
     grads = psi[:, :, 1:] * lam[:, None, :]
+    grads[split], lam[split] = np.nan, np.nan
     return (grads[0], lam[0]) if single else (grads, lam)
+
+
+def connected_gradients(fc: np.ndarray, n_gradients: int, *, alpha: float, sparsity: float,
+                        scan_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`diffusion_gradients` of a batch (n, R, R) where a scan whose affinity graph falls apart at
+    ``sparsity`` is recomputed at sparsities lowered in steps of 0.1 until it is connected (as for the reference
+    gradients); a warning names those scans.  Returns the gradients (n, R, n_gradients) and the sparsity used per
+    scan (n,); an error names a scan that stays disconnected even unsparsified."""
+    grads, _ = diffusion_gradients(fc, n_gradients, alpha=alpha, sparsity=sparsity, disconnected="nan")
+    used = np.full(len(fc), float(sparsity))
+    bad = np.isnan(grads).any(axis=(1, 2))
+    if not bad.any():
+        return grads, used
+    ids = np.asarray(scan_ids, dtype=str)
+    warnings.warn(f"scan(s) {[str(i) for i in ids[bad][:5]]}{' ...' if bad.sum() > 5 else ''}: the gradient affinity graph "
+                  f"falls apart at sparsity {sparsity}; their gradients use a lower sparsity", stacklevel=2)
+    for lower in np.round(np.arange(sparsity - 0.1, -1e-9, -0.1), 10):
+        idx = np.flatnonzero(bad)
+        grads[idx], _ = diffusion_gradients(fc[idx], n_gradients, alpha=alpha, sparsity=float(lower),
+                                            disconnected="nan")
+        used[idx] = lower
+        bad = np.isnan(grads).any(axis=(1, 2))
+        if not bad.any():
+            return grads, used
+    raise BrainAlignError(f"scan '{ids[bad][0]}': the gradient affinity graph falls apart into disconnected "
+                          "pieces at every sparsity; its ROIs share no positive connectivity profile")
 
 
 def procrustes_align(source: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -603,7 +639,7 @@ class DescriptorModel:
         s = self.settings
         fc = cohort.connectivity_stack(chunk, dtype=np.float64)
         cols: dict[str, np.ndarray] = dict(fc_descriptors(fc, self.labels))
-        grads, _ = diffusion_gradients(fc, s.n_gradients, alpha=s.alpha, sparsity=s.gradient_sparsity,
+        grads, _ = connected_gradients(fc, s.n_gradients, alpha=s.alpha, sparsity=s.gradient_sparsity,
                                        scan_ids=cohort.scan_ids[chunk])
         grads = procrustes_align(grads, self.reference_gradients_)  # (n, R, g)
         for g in range(s.n_gradients):
