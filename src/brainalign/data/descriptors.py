@@ -302,8 +302,9 @@ def connected_gradients(fc: np.ndarray, n_gradients: int, *, alpha: float, spars
     if not bad.any():
         return grads, used
     ids = np.asarray(scan_ids, dtype=str)
-    warnings.warn(f"scan(s) {[str(i) for i in ids[bad][:5]]}{' ...' if bad.sum() > 5 else ''}: the gradient affinity graph "
-                  f"falls apart at sparsity {sparsity}; their gradients use a lower sparsity", stacklevel=2)
+    more = " ..." if bad.sum() > 5 else ""
+    warnings.warn(f"scan(s) {[str(i) for i in ids[bad][:5]]}{more}: the gradient affinity graph falls apart at "
+                  f"sparsity {sparsity}; their gradients use a lower sparsity", stacklevel=2)
     for lower in np.round(np.arange(sparsity - 0.1, -1e-9, -0.1), 10):
         idx = np.flatnonzero(bad)
         grads[idx], _ = diffusion_gradients(fc[idx], n_gradients, alpha=alpha, sparsity=float(lower),
