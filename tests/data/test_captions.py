@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import warnings
 
 import networkx as nx
 import numpy as np
@@ -409,3 +410,17 @@ def test_a_scan_whose_gradient_graph_splits_gets_a_lower_sparsity():
     isolated = np.eye(24)[None]  # no ROI shares a positive profile with another: disconnected at any sparsity
     with pytest.raises(BrainAlignError, match="'c'.*at every sparsity"):
         connected_gradients(isolated, 2, alpha=0.5, sparsity=0.9, scan_ids=["c"])
+    from brainalign.data.descriptors import DescriptorSettings, _reference_gradients
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the reference lowers its sparsity silently
+        ref, ref_sparsity = _reference_gradients(fc[1], DescriptorSettings(n_gradients=2))
+    assert ref_sparsity == used[1]
+    np.testing.assert_allclose(ref, out[1])
+    lonely = fc[:1].copy()
+    lonely[:, 3], lonely[:, :, 3] = 0.0, 0.0  # ROI 3 has no positive affinity to any ROI, itself included
+    with pytest.raises(BrainAlignError, match="no positive affinity"):
+        diffusion_gradients(lonely, 2)
+    assert np.isnan(diffusion_gradients(lonely, 2, disconnected="nan")[0]).all()
+    with pytest.raises(BrainAlignError, match="'d'.*at every sparsity"):
+        connected_gradients(lonely, 2, alpha=0.5, sparsity=0.9, scan_ids=["d"])

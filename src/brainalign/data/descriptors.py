@@ -248,8 +248,8 @@ def diffusion_gradients(fc: np.ndarray, n_gradients: int = 3, *, alpha: float = 
     scan_ids : sequence of str, optional
         Names for error messages.
     disconnected : str
-        A matrix whose affinity graph falls apart: ``"raise"`` (an error naming it) or ``"nan"`` (its gradients
-        and eigenvalues are NaN; see :func:`connected_gradients`).
+        A matrix whose affinity graph falls apart (or has a ROI with no positive affinity): ``"raise"`` (an
+        error naming it) or ``"nan"`` (its gradients and eigenvalues are NaN; see :func:`connected_gradients`).
 
     Returns
     -------
@@ -262,9 +262,11 @@ def diffusion_gradients(fc: np.ndarray, n_gradients: int = 3, *, alpha: float = 
         raise BrainAlignError(f"disconnected must be 'raise' or 'nan', got {disconnected!r}")
     single = np.ndim(fc) == 2
     a = _cosine_affinity(np.asarray(fc)[None] if single else np.asarray(fc), sparsity)
-    deg = a.sum(-1)
-    if (deg <= 0).any():
+    isolated = (a.sum(-1) <= 0).any(-1)  # a ROI with no positive affinity at all: the graph is split too
+    if isolated.any() and disconnected != "nan":
         raise BrainAlignError("a ROI has no positive affinity to any other ROI; gradients are undefined")
+    a[isolated] = np.eye(a.shape[-1])  # every ROI its own piece, so the split test below flags it
+    deg = a.sum(-1)
     if alpha > 0:
         d = deg ** -alpha
         a = d[:, :, None] * a * d[:, None, :]
@@ -291,20 +293,21 @@ def diffusion_gradients(fc: np.ndarray, n_gradients: int = 3, *, alpha: float = 
 
 
 def connected_gradients(fc: np.ndarray, n_gradients: int, *, alpha: float, sparsity: float,
-                        scan_ids: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+                        scan_ids: Sequence[str], warn: bool = True) -> tuple[np.ndarray, np.ndarray]:
     """:func:`diffusion_gradients` of a batch (n, R, R) where a scan whose affinity graph falls apart at
     ``sparsity`` is recomputed at sparsities lowered in steps of 0.1 until it is connected (as for the reference
-    gradients); a warning names those scans.  Returns the gradients (n, R, n_gradients) and the sparsity used per
-    scan (n,); an error names a scan that stays disconnected even unsparsified."""
+    gradients); a warning names those scans unless ``warn`` is False.  Returns the gradients (n, R, n_gradients)
+    and the sparsity used per scan (n,); an error names a scan that stays disconnected even unsparsified."""
     grads, _ = diffusion_gradients(fc, n_gradients, alpha=alpha, sparsity=sparsity, disconnected="nan")
     used = np.full(len(fc), float(sparsity))
     bad = np.isnan(grads).any(axis=(1, 2))
     if not bad.any():
         return grads, used
     ids = np.asarray(scan_ids, dtype=str)
-    more = " ..." if bad.sum() > 5 else ""
-    warnings.warn(f"scan(s) {[str(i) for i in ids[bad][:5]]}{more}: the gradient affinity graph falls apart at "
-                  f"sparsity {sparsity}; their gradients use a lower sparsity", stacklevel=2)
+    if warn:
+        more = " ..." if bad.sum() > 5 else ""
+        warnings.warn(f"scan(s) {[str(i) for i in ids[bad][:5]]}{more}: the gradient affinity graph falls apart "
+                      f"at sparsity {sparsity}; their gradients use a lower sparsity", stacklevel=2)
     for lower in np.round(np.arange(sparsity - 0.1, -1e-9, -0.1), 10):
         idx = np.flatnonzero(bad)
         grads[idx], _ = diffusion_gradients(fc[idx], n_gradients, alpha=alpha, sparsity=float(lower),
@@ -313,7 +316,7 @@ def connected_gradients(fc: np.ndarray, n_gradients: int, *, alpha: float, spars
         bad = np.isnan(grads).any(axis=(1, 2))
         if not bad.any():
             return grads, used
-    raise BrainAlignError(f"scan '{ids[bad][0]}': the gradient affinity graph falls apart into disconnected "
+    raise BrainAlignError(f"'{ids[bad][0]}': the gradient affinity graph falls apart into disconnected "
                           "pieces at every sparsity; its ROIs share no positive connectivity profile")
 
 
@@ -491,14 +494,9 @@ def _reference_gradients(mean_fc: np.ndarray, s: DescriptorSettings) -> tuple[np
     network although every single scan's stays connected.  As the reference only fixes the orientation of
     the gradients, its sparsity is lowered in steps of 0.1 until its affinity graph is connected.
     """
-    for sparsity in np.round(np.arange(s.gradient_sparsity, -1e-9, -0.1), 10):
-        try:
-            grads, _ = diffusion_gradients(mean_fc, s.n_gradients, alpha=s.alpha, sparsity=float(sparsity))
-            return grads, float(sparsity)
-        except BrainAlignError:
-            continue
-    raise BrainAlignError("the mean training FC has no connected affinity graph at any sparsity; its ROIs "
-                          "share no positive connectivity profile")
+    grads, used = connected_gradients(mean_fc[None], s.n_gradients, alpha=s.alpha, sparsity=s.gradient_sparsity,
+                                      scan_ids=["the mean training FC"], warn=False)
+    return grads[0], float(used[0])
 
 
 # -- the fitted group pieces --------------------------------------------------------------------------
