@@ -408,7 +408,8 @@ def test_a_scan_whose_gradient_graph_splits_gets_a_lower_sparsity():
     with pytest.raises(BrainAlignError, match="disconnected must be"):
         diffusion_gradients(fc, 2, disconnected="ignore")
     isolated = np.eye(24)[None]  # no ROI shares a positive profile with another: disconnected at any sparsity
-    with pytest.raises(BrainAlignError, match="'c'.*at every sparsity"):
+    with pytest.warns(UserWarning, match="falls apart"), \
+            pytest.raises(BrainAlignError, match="'c'.*at every sparsity"):
         connected_gradients(isolated, 2, alpha=0.5, sparsity=0.9, scan_ids=["c"])
     from brainalign.data.descriptors import DescriptorSettings, _reference_gradients
 
@@ -422,5 +423,6 @@ def test_a_scan_whose_gradient_graph_splits_gets_a_lower_sparsity():
     with pytest.raises(BrainAlignError, match="no positive affinity"):
         diffusion_gradients(lonely, 2)
     assert np.isnan(diffusion_gradients(lonely, 2, disconnected="nan")[0]).all()
-    with pytest.raises(BrainAlignError, match="'d'.*at every sparsity"):
+    with pytest.warns(UserWarning, match="falls apart"), \
+            pytest.raises(BrainAlignError, match="'d'.*at every sparsity"):
         connected_gradients(lonely, 2, alpha=0.5, sparsity=0.9, scan_ids=["d"])
