@@ -7,6 +7,7 @@ import importlib.util
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from brainalign.data.cohort import Cohort
 from brainalign.errors import BrainAlignError
@@ -171,3 +172,34 @@ def test_confusion_sensitive_loss_trains(task):
     score = model.predict_proba(task, np.arange(44, 60))
     assert score.shape == (16,) and np.isfinite(score).all()
     assert model.module_.sensitive_loss == "confusion"
+
+
+@pytest.mark.parametrize("name", ["neurolip", "siglip"])
+def test_tuned_text_encoder_trains_its_own_copy(task, name):
+    from brainalign.models.phenotype_texts import shared_text_encoder
+
+    frozen = shared_text_encoder(None)
+    before = {k: v.clone() for k, v in frozen.model.state_dict().items()}
+    model = get_method(name, tune_text=True, text_lr=1e-3, **FAST).fit(task, np.arange(44))
+    tuned = model.module_.text_encoder
+    assert tuned is not frozen and tuned is model.encoder()
+    groups = {g["lr"]: g for g in model.module_.configure_optimizers()["optimizer"].param_groups}
+    text_params = {id(p) for p in tuned.parameters() if p.requires_grad}
+    assert text_params and all(id(p) in text_params for p in groups[1e-3]["params"])  # the encoder's own lr
+    assert not any(id(p) in text_params for g in groups.values() if g["lr"] != 1e-3 for p in g["params"])
+    moved = [k for k, v in tuned.model.state_dict().items() if not torch.equal(v, before[k])]
+    assert moved  # the copy was trained ...
+    assert all(torch.equal(v, before[k]) for k, v in frozen.model.state_dict().items())  # ... the shared one not
+    score = model.predict_proba(task, np.arange(44, 60))
+    assert score.shape == (16,) and np.isfinite(score).all()
+    pooled = tuned.encode(model.texts_.unique[:1]).pooled  # prediction's texts come from the tuned encoder
+    torch.testing.assert_close(model.texts_.features.pooled[:1], pooled)
+    if name == "neurolip":
+        assert np.isfinite(model.token_maps(task, np.arange(44, 50)).maps).all()
+
+
+def test_text_lr_must_be_positive():
+    with pytest.raises(BrainAlignError, match="text_lr must be a number > 0"):
+        get_method("neurolip", tune_text=True, text_lr=0, **FAST)
+    with pytest.raises(BrainAlignError, match="tune_text must be one of"):
+        get_method("clip", tune_text="yes", **FAST)

@@ -1,9 +1,10 @@
 """Brain–text methods: NeuroLIP and the two-tower baselines CLIP, SigLIP and FairCLIP (METHODS §1).
 
-All share the BNT-style brain encoder and the frozen phenotype-text encoder (texts encoded once per unique
-string).  They predict the diagnosis by scoring each scan against one prompt per class — the scan's own
-phenotype text with the target attribute set to that class (attributes known at test time come from the
-scan's row) — and taking a softmax over the two classes.
+All share the BNT-style brain encoder and the phenotype-text encoder: frozen by default (texts encoded once per
+unique string), or fine-tuned with the rest (``tune_text=True``, at its own ``text_lr``).  They predict the
+diagnosis by scoring each scan against one prompt per class — the scan's own phenotype text with the target
+attribute set to that class (attributes known at test time come from the scan's row) — and taking a softmax over
+the two classes.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from brainalign.encoders.brain_network import BrainNetworkEncoder, ClusterNodeAttention
-from brainalign.encoders.text import TextBatch
+from brainalign.data.phenotype_text import PhenotypeText
+from brainalign.encoders.text import TextBatch, TextEncoder
 from brainalign.errors import BrainAlignError
 from brainalign.models.base import Task
 from brainalign.models.phenotype_texts import TaskTexts, sensitive_attributes, shared_text_encoder
@@ -68,10 +70,23 @@ class TokenMaps:
         return sorted({w[j] for w in self.words for j in cols})
 
 
-class BrainTextModule(AlignmentModule):
-    """Brain encoder + projections + the table of unique phenotype-text encodings (non-persistent buffers)."""
+@dataclass
+class TunedText:
+    """A text encoder fine-tuned with a brain–text module: the encoder (trainable, its own copy), its peak learning
+    rate, and what it encodes — the task's unique texts (rows of ``text_id``) and their attributes."""
 
-    def __init__(self, n_rois: int, texts: TextBatch, train_config: TrainConfig, dim: int, encoder_kw: dict):
+    encoder: TextEncoder
+    lr: float
+    unique: list[PhenotypeText]
+    attributes: list[str]
+
+
+class BrainTextModule(AlignmentModule):
+    """Brain encoder + projections + the phenotype texts: a table of their frozen encodings (non-persistent
+    buffers), or, with ``tuned``, the trainable encoder itself, run on each batch's distinct texts."""
+
+    def __init__(self, n_rois: int, texts: TextBatch, train_config: TrainConfig, dim: int, encoder_kw: dict,
+                 tuned: TunedText | None = None):
         super().__init__(train_config)
         self.brain = BrainNetworkEncoder(n_rois, **encoder_kw)
         self.img_global = nn.Linear(self.brain.dim, dim)
@@ -79,9 +94,21 @@ class BrainTextModule(AlignmentModule):
         # Encodings of the unique texts, rebuilt from the text encoder's cache, so not saved in checkpoints.
         self.register_buffer("text_pooled", texts.pooled.float(), persistent=False)
         self.register_buffer("text_attr_tokens", texts.attr_tokens.float(), persistent=False)
+        self.tuned = tuned
+        self.text_encoder = tuned.encoder if tuned is not None else None  # registered: trained and checkpointed
+
+    def parameter_lr(self, name: str) -> float:
+        if self.tuned is not None and name.startswith("text_encoder."):
+            return self.tuned.lr
+        return super().parameter_lr(name)
 
     def text_rows(self, text_id: torch.Tensor) -> dict[str, torch.Tensor]:
-        return {"pooled": self.text_pooled[text_id], "attr_tokens": self.text_attr_tokens[text_id]}
+        """text_id (B,) → pooled (B, H) and attribute-value tokens (B, A, H) of each scan's text."""
+        if self.tuned is None:
+            return {"pooled": self.text_pooled[text_id], "attr_tokens": self.text_attr_tokens[text_id]}
+        rows, inverse = torch.unique(text_id, return_inverse=True)  # each distinct text encoded once
+        out = self.text_encoder.encode([self.tuned.unique[r] for r in rows.tolist()], self.tuned.attributes)
+        return {"pooled": out.pooled[inverse].float(), "attr_tokens": out.attr_tokens[inverse].float()}
 
 
 class NeuroLIPModule(BrainTextModule):
@@ -90,8 +117,8 @@ class NeuroLIPModule(BrainTextModule):
     def __init__(self, n_rois: int, texts: TextBatch, train_config: TrainConfig, *, attributes: list[str],
                  disease: str, sensitive: list[str], dim: int = 128, n_heads: int = 4, beta: float = 1e-3,
                  negative_gradient: bool = True, attention_loss: bool = True, sensitive_loss: str = "negative",
-                 encoder_kw: dict):
-        super().__init__(n_rois, texts, train_config, dim, encoder_kw)
+                 encoder_kw: dict, tuned: TunedText | None = None):
+        super().__init__(n_rois, texts, train_config, dim, encoder_kw, tuned)
         self.attributes, self.disease, self.sensitive = attributes, disease, sensitive
         self.beta, self.negative_gradient, self.attention_loss = beta, negative_gradient, attention_loss
         self.sensitive_loss = sensitive_loss
@@ -207,8 +234,8 @@ class TwoTowerModule(BrainTextModule):
     """Global brain and text embeddings aligned by CLIP, SigLIP or FairCLIP."""
 
     def __init__(self, n_rois: int, texts: TextBatch, train_config: TrainConfig, *, objective: str, dim: int = 128,
-                 fair_lambda: float = 1e-4, fair_blur: float = 1e-4, encoder_kw: dict):
-        super().__init__(n_rois, texts, train_config, dim, encoder_kw)
+                 fair_lambda: float = 1e-4, fair_blur: float = 1e-4, encoder_kw: dict, tuned: TunedText | None = None):
+        super().__init__(n_rois, texts, train_config, dim, encoder_kw, tuned)
         self.objective, self.fair_lambda, self.fair_blur = objective, fair_lambda, fair_blur
         self.temperature = SigmoidTemperatureBias() if objective == "siglip" else ClipTemperature()
 
@@ -246,19 +273,40 @@ class BrainTextMethod(TorchMethod):
     text_defaults: ClassVar[dict[str, Any]] = {"template": None, "text_model": None, "dim": 128,
                                                "n_layers": 2, "n_heads": 4, "ff_dim": 1024, "n_clusters": 100,
                                                # dropout on the N×N node features costs ~25 % of a CPU step
-                                               "dropout": 0.0, "prediction": "prompt"}
+                                               "dropout": 0.0, "prediction": "prompt",
+                                               "tune_text": False, "text_lr": 1e-5}
     train_defaults = {"epochs": 30, "batch_size": 32, "lr": 1e-4, "weight_decay": 1e-4, "warmup_frac": 0.03}
-    model_choices: ClassVar[dict[str, tuple[Any, ...]]] = {"prediction": ("prompt", "probe")}
+    model_choices: ClassVar[dict[str, tuple[Any, ...]]] = {"prediction": ("prompt", "probe"),
+                                                           "tune_text": (False, True)}
 
-    def encoder(self):
+    def __init__(self, seed: int = 0, **params: Any):
+        super().__init__(seed, **params)
+        lr = self.model_params["text_lr"]
+        if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not lr > 0:
+            raise BrainAlignError(f"{self.name}: text_lr must be a number > 0, got {lr!r}")
+
+    def encoder(self) -> TextEncoder:
+        """The text encoder: once fitted with ``tune_text``, the model's own tuned copy; else the shared frozen one."""
+        if self.model_params["tune_text"] and self.module_ is not None:
+            return self.module_.text_encoder
         return shared_text_encoder(self.model_params["text_model"])
+
+    def tuned_text(self) -> TunedText | None:
+        """With ``tune_text``: a fresh trainable copy of the pretrained encoder for a new module (else None)."""
+        if not self.model_params["tune_text"]:
+            return None
+        frozen = shared_text_encoder(self.model_params["text_model"])
+        encoder = TextEncoder(self.model_params["text_model"], trainable=True, max_length=frozen.max_length)
+        return TunedText(encoder, float(self.model_params["text_lr"]), self.texts_.unique, self.texts_.attributes)
 
     def encoder_kw(self) -> dict[str, Any]:
         return {k: self.model_params[k] for k in ENCODER_KEYS}
 
     def prepare(self, task: Task, train: np.ndarray) -> None:
         self.train_idx_ = np.asarray(train, dtype=int)
-        self.texts_ = TaskTexts.build(task, self.encoder(), self.model_params["template"])
+        # Always the pretrained encoder here: a refit starts from it, not from a previous fit's tuned copy.
+        self.texts_ = TaskTexts.build(task, shared_text_encoder(self.model_params["text_model"]),
+                                      self.model_params["template"])
         self.seen_ = self.texts_.seen_category_words(train)
         self.sensitive_ = sensitive_attributes(self.texts_.template, task, self.model_params.get("sensitive_attributes"))
 
@@ -285,6 +333,9 @@ class BrainTextMethod(TorchMethod):
         probe METHODS §1 also reports).
         """
         super().fit(task, train, val)
+        if self.model_params["tune_text"]:  # the table of text encodings (token-map prototypes) from the tuned encoder
+            with torch.no_grad():
+                self.texts_.features = self.encoder().eval().encode(self.texts_.unique, self.texts_.attributes)
         if self.model_params["prediction"] == "probe":
             self.calibration_ = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
             self.calibration_.fit(self.embeddings(task, train), task.y[train])
@@ -339,7 +390,8 @@ class NeuroLIP(BrainTextMethod):
                               attributes=self.texts_.attributes, disease=self.texts_.target_attribute,
                               sensitive=self.sensitive_, dim=p["dim"], n_heads=p["ttca_heads"], beta=p["beta"],
                               negative_gradient=p["negative_gradient"], attention_loss=p["attention_loss"],
-                              sensitive_loss=p["sensitive_loss"], encoder_kw=self.encoder_kw())
+                              sensitive_loss=p["sensitive_loss"], encoder_kw=self.encoder_kw(),
+                              tuned=self.tuned_text())
 
     def scores(self, module: NeuroLIPModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = module.class_logits(batch["fc"], batch["prompt_attr"])
@@ -394,7 +446,8 @@ class TwoTowerMethod(BrainTextMethod):
         self.prepare(task, train)
         extra = {k: self.model_params[k] for k in ("fair_lambda", "fair_blur") if k in self.model_params}
         return TwoTowerModule(task.cohort.n_rois, self.texts_.features, self.train_config, objective=self.objective,
-                              dim=self.model_params["dim"], encoder_kw=self.encoder_kw(), **extra)
+                              dim=self.model_params["dim"], encoder_kw=self.encoder_kw(), tuned=self.tuned_text(),
+                              **extra)
 
     def scores(self, module: TwoTowerModule, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         logits = module.class_logits(batch["fc"], batch["prompt_pooled"])

@@ -144,14 +144,20 @@ class AlignmentModule(pl.LightningModule):
             self.log(f"loss/{name}", value, batch_size=len(batch["index"]))
         return loss
 
+    def parameter_lr(self, name: str) -> float:
+        """Peak learning rate of the parameter ``name`` (default: the training config's ``lr``)."""
+        return self.train_config.lr
+
     def configure_optimizers(self):
         cfg = self.train_config
-        decay, no_decay = [], []
+        groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
         for name, p in self.named_parameters():
             if p.requires_grad:
-                (no_decay if p.ndim < 2 or "temperature" in name or "bias" in name else decay).append(p)
-        optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
-                                       {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+                no_decay = p.ndim < 2 or "temperature" in name or "bias" in name
+                key = (0.0 if no_decay else cfg.weight_decay, self.parameter_lr(name))
+                groups.setdefault(key, []).append(p)
+        optimizer = torch.optim.AdamW([{"params": ps, "weight_decay": wd, "lr": lr}
+                                       for (wd, lr), ps in groups.items()], lr=cfg.lr)
         total = max(1, int(self.trainer.estimated_stepping_batches))
         warmup = int(round(cfg.warmup_frac * total))
         schedule = torch.optim.lr_scheduler.LambdaLR(
