@@ -1,11 +1,11 @@
-"""NeuroLIP against its baselines on several new simulated cohorts: the demo's cohort, protocol and settings, one
-cohort per seed, and each neural method's epoch chosen per fold on validation AUC (``select_epoch``). Prints, per
-cohort and across cohorts, the three targets of issue 3: NeuroLIP's AUC gap to the best method, its DEOdds against
-CLIP's, SigLIP's and FairCLIP's, and its "autism" token map's AUROC for the planted dx ROIs.
+"""NeuroLIP against its baselines on several new simulated cohorts: ``brainalign demo --seed S`` for each seed (its
+cohort, protocol and settings, each neural method's epoch chosen per fold on validation AUC).  Prints, per cohort
+and across cohorts, the three targets of issue 3: NeuroLIP's AUC gap to the best method, its DEOdds against CLIP's,
+SigLIP's and FairCLIP's, and its "autism" token map's AUROC for the planted dx ROIs.
 
-    .venv/bin/python benchmarks/neurolip_cohorts.py OUT --seeds 3,4,5,6,7 [--epochs 30]
+    .venv/bin/python benchmarks/neurolip_cohorts.py OUT --seeds 3,4,5,6,7 [-- DEMO OPTIONS, e.g. --epochs 15]
 
-A cohort whose ``OUT/seed-S/results.json`` exists is read, not re-run (so a stopped run resumes).
+A cohort whose ``OUT/seed-S/run/results.json`` exists is read, not re-run (so a stopped run resumes).
 """
 
 from __future__ import annotations
@@ -16,27 +16,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from typer.testing import CliRunner
 
-from brainalign.cli.benchmark import DEMO_METHODS
-from brainalign.data.simulate import SimulationConfig, simulate_cohort
-from brainalign.evaluation.benchmark import BenchmarkConfig, run_benchmark
+from brainalign.cli import app
 
 CLIP_STYLE = ("clip", "siglip", "fairclip")
 
 
-def run_cohort(root: Path, seed: int, epochs: int, select: bool) -> dict:
-    """Simulate the demo's cohort for ``seed`` and benchmark every demo method on it (the demo's settings)."""
-    if (root / "results.json").exists():
-        return json.loads((root / "results.json").read_text())
-    names = DEMO_METHODS.split(",")
-    params = {name: {"epochs": epochs, "lr": 3e-4, "batch_size": 16, "select_epoch": select}
-              for name in names if name != "logreg"}
-    params["neurolip"].update(token_map="occlusion", sensitive_loss="confusion")
-    simulate_cohort(root / "cohort", SimulationConfig(n_subjects=250, confound=0.6, sensitive="sex", seed=seed),
-                    overwrite=True)
-    config = BenchmarkConfig(cohort=str(root / "cohort"), methods=names, target="dx", sensitive="sex",
-                             stratify_site="site", n_folds=3, seed=seed, n_boot=0, method_params=params)
-    return run_benchmark(config, root)
+def run_cohort(root: Path, seed: int, demo_options: list[str]) -> dict:
+    """``brainalign demo --seed seed --out root`` (unless its results exist) → its results.json."""
+    results = root / "run" / "results.json"
+    if not results.exists():
+        out = CliRunner().invoke(app, ["demo", "--seed", str(seed), "--out", str(root), *demo_options])
+        (root / "demo.log").write_text(out.output)
+        if out.exit_code != 0:
+            raise SystemExit(f"seed {seed}: the demo failed, see {root / 'demo.log'}") from out.exception
+    return json.loads(results.read_text())
 
 
 def summarise(results: dict) -> dict:
@@ -58,21 +53,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("out", type=Path)
     parser.add_argument("--seeds", default="3,4,5,6,7", help="comma-separated cohort seeds")
-    parser.add_argument("--epochs", type=int, default=30)
-    parser.add_argument("--no-select", action="store_true", help="train every epoch, keep the last")
+    parser.add_argument("demo_options", nargs=argparse.REMAINDER, help="passed to `brainalign demo` after --")
     args = parser.parse_args()
+    options = [o for o in args.demo_options if o != "--"]
 
     rows = []
     for seed in [int(s) for s in args.seeds.split(",")]:
         t0 = time.perf_counter()
-        row = summarise(run_cohort(args.out / f"seed-{seed}", seed, args.epochs, not args.no_select))
+        row = summarise(run_cohort(args.out / f"seed-{seed}", seed, options))
         rows.append(row)
         deodds = " / ".join(f"{row['deodds'][m]:.1f}" for m in ("neurolip", *CLIP_STYLE))
         print(f"seed {seed} ({time.perf_counter() - t0:.0f} s): NeuroLIP AUC {row['auc']['neurolip']:.1f}, best other "
               f"{row['best']} {row['auc'][row['best']]:.1f} (gap {row['gap']:.1f}); DEOdds NeuroLIP / CLIP / SigLIP / "
-              f"FairCLIP {deodds}; "
-              f"'autism' map dx {row['map_dx']:.2f} / sex {row['map_sex']:.2f}; NeuroLIP epochs {row['epochs']}",
-              flush=True)
+              f"FairCLIP {deodds}; 'autism' map dx {row['map_dx']:.2f} / sex {row['map_sex']:.2f}; NeuroLIP epochs "
+              f"{row['epochs']}", flush=True)
     print(f"\nacross {len(rows)} cohorts (mean ± std of the per-cohort means, %):")
     for method in rows[0]["auc"]:
         aucs = [r["auc"][method] for r in rows]

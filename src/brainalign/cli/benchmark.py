@@ -123,7 +123,9 @@ def demo(
     methods: str = typer.Option(DEMO_METHODS, help="Methods to compare (--methods logreg for a 10-second demo)."),
     n_subjects: int = typer.Option(250, help="Simulated persons (1 or 2 scans each)."),
     confound: float = typer.Option(0.6, help="Sex–diagnosis confound of the simulated cohort, 0..1."),
-    epochs: int = typer.Option(15, help="Training epochs of the neural methods."),
+    epochs: int = typer.Option(30, help="Training epochs of the neural methods."),
+    select_epoch: bool = typer.Option(True, help="Keep, per fold, each neural method's epoch with the highest "
+                                      "validation AUC (BENCHMARKS.md: five cohorts)."),
     lr: float = typer.Option(3e-4, help="Learning rate of the neural methods (papers: 1e-4 over 64 epochs; this "
                                         "short run's settings were chosen by validation AUC, BENCHMARKS.md)."),
     batch_size: int = typer.Option(16, help="Scans per step of the neural methods (papers: 32)."),
@@ -140,7 +142,8 @@ def demo(
 
     t0 = time.perf_counter()
     names = [m.strip() for m in methods.split(",") if m.strip()]
-    params = {name: {"epochs": epochs, "lr": lr, "batch_size": batch_size} for name in names if name != "logreg"}
+    params = {name: {"epochs": epochs, "lr": lr, "batch_size": batch_size, "select_epoch": select_epoch}
+              for name in names if name != "logreg"}
     for name in names:  # NeuroLIP's attention maps are alike for every token (BENCHMARKS.md); occlusion maps are not
         if name.startswith("neurolip"):
             params[name].update(token_map="occlusion", sensitive_loss=sensitive_loss)
@@ -156,8 +159,8 @@ def demo(
     console.print(f"    planted: dx effect in {len(truth['dx_rois'])} ROIs, sex effect in "
                   f"{len(truth['sensitive_rois'])} other ROIs" + (f"; realised dx–sex phi {phi:.2f}" if phi is not None else ""))
     console.print(f"[bold]2/2[/] benchmark {', '.join(names)}: 20% held-out test + {n_folds}-fold CV grouped by person"
-                  f" ({epochs} epochs, lr {lr:g}, batch {batch_size} for neural methods; NeuroLIP's sensitive term: "
-                  f"{sensitive_loss})")
+                  f" ({epochs} epochs{', best validation epoch kept' if select_epoch else ''}, lr {lr:g}, batch "
+                  f"{batch_size} for neural methods; NeuroLIP's sensitive term: {sensitive_loss})")
     results = _benchmark(BenchmarkConfig(cohort=str(cohort_dir), methods=names, target="dx", sensitive="sex",
                                          stratify_site="site", n_folds=n_folds, seed=seed, n_boot=200,
                                          method_params=params), run_dir)
