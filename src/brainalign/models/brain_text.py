@@ -20,8 +20,8 @@ from sklearn.preprocessing import StandardScaler
 from torch import nn
 from torch.nn import functional as F
 
-from brainalign.encoders.brain_network import BrainNetworkEncoder, ClusterNodeAttention
 from brainalign.data.phenotype_text import PhenotypeText
+from brainalign.encoders.brain_network import BrainNetworkEncoder, ClusterNodeAttention
 from brainalign.encoders.text import TextBatch, TextEncoder
 from brainalign.errors import BrainAlignError
 from brainalign.models.base import Task
