@@ -198,3 +198,18 @@ def test_mean_pooling_reads_patch_tokens_not_cls(mask):
     assert not torch.allclose(_vit(mask).eval().head(moved), _vit(mask).eval().head(tokens))  # CLS pooling
     with pytest.raises(BrainAlignError, match="pool"):
         _vit(mask, pool="max")
+
+
+def test_layer_scale_starts_the_blocks_near_the_identity(mask):
+    x = torch.randn(3, *mask.shape)
+    model = _vit(mask, pool="mean", patch_embedding="per_patch", layer_scale=1e-7).eval()
+    assert len(model.blocks[0].layer_scales) == 2 and len(_vit(mask).blocks[0].layer_scales) == 0
+    out = model(x)
+    model.blocks = torch.nn.ModuleList()  # the same encoder without blocks: the patch embedding's read-out
+    torch.testing.assert_close(out, model(x), atol=1e-5, rtol=1e-4)
+    plain = _vit(mask, pool="mean", patch_embedding="per_patch").eval()
+    before = plain(x)
+    plain.blocks = torch.nn.ModuleList()
+    assert not torch.allclose(before, plain(x), atol=1e-3)  # without it the blocks change the output from the start
+    with pytest.raises(BrainAlignError, match="layer_scale must be >= 0"):
+        _vit(mask, layer_scale=-0.1)

@@ -164,7 +164,8 @@ def test_per_patch_embedding_option_round_trips_and_old_files_load(problem, tmp_
 
     train, _ = _split(problem)
     fit = dict(image=problem["image"][train], text=problem["text"][train])
-    untied = VolumeAligner(VolumeAlignerConfig(epochs=1, patch_embedding="per_patch", pool="mean", **TINY)).fit(
+    untied = VolumeAligner(VolumeAlignerConfig(epochs=1, patch_embedding="per_patch", pool="mean", layer_scale=1e-4,
+                                               **TINY)).fit(
         problem["X"][train], problem["mask"], problem["stim"][train], **fit)
     assert isinstance(untied.module.backbone.patch_embed, PerPatchLinear)
     again = VolumeAligner.load(untied.save(tmp_path / "untied.pt"))
@@ -172,16 +173,18 @@ def test_per_patch_embedding_option_round_trips_and_old_files_load(problem, tmp_
     shared = VolumeAligner(VolumeAlignerConfig(epochs=1, **TINY)).fit(problem["X"][train], problem["mask"],
                                                                       problem["stim"][train], **fit)
     state = torch.load(shared.save(tmp_path / "vit.pt"), weights_only=True)
-    for name in ("patch_embedding", "pool", "mixup_alpha", "mixup_frac"):
+    for name in ("patch_embedding", "pool", "mixup_alpha", "mixup_frac", "layer_scale"):
         del state["config"][name]  # as written before the options existed
     torch.save(state, tmp_path / "old.pt")
     old = VolumeAligner.load(tmp_path / "old.pt")
-    assert old.config.patch_embedding == "shared" and old.config.mixup_alpha == 0.0
+    assert old.config.patch_embedding == "shared" and old.config.mixup_alpha == 0.0 and old.config.layer_scale == 0
     np.testing.assert_allclose(old.embed(problem["X"][:4]), shared.embed(problem["X"][:4]), atol=1e-6)
     with pytest.raises(BrainAlignError, match="patch_embedding must be"):
         VolumeAlignerConfig(patch_embedding="conv")
     with pytest.raises(BrainAlignError, match="pool must be"):
         VolumeAlignerConfig(pool="max")
+    with pytest.raises(BrainAlignError, match="layer_scale must be >= 0"):
+        VolumeAlignerConfig(layer_scale=-1e-4)
 
 
 def test_mixup_mixes_inputs_and_targets_in_training_only(problem):

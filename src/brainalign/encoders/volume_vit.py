@@ -113,9 +113,13 @@ class PerPatchLinear(nn.Module):
 
 
 class _Block(nn.Module):
-    """Pre-norm transformer block whose attention weights can be returned (for rollout / Chefer relevance)."""
+    """Pre-norm transformer block whose attention weights can be returned (for rollout / Chefer relevance).
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float):
+    With ``layer_scale`` > 0 each branch's output is multiplied by a learnable per-channel scale starting at that
+    value (LayerScale, Touvron et al. 2021, "Going deeper with image transformers"), so the block starts close to
+    the identity."""
+
+    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float, layer_scale: float = 0.0):
         super().__init__()
         self.norm1 = nn.LayerNorm(width)
         self.attn = nn.MultiheadAttention(width, heads, dropout=dropout, batch_first=True)
@@ -123,12 +127,14 @@ class _Block(nn.Module):
         hidden = int(round(width * mlp_ratio))
         self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Dropout(dropout), nn.Linear(hidden, width),
                                  nn.Dropout(dropout))
+        scales = [nn.Parameter(torch.full((width,), float(layer_scale))) for _ in range(2)] if layer_scale else []
+        self.layer_scales = nn.ParameterList(scales)
 
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         h = self.norm1(x)
         a, w = self.attn(h, h, h, need_weights=need_weights, average_attn_weights=False)
-        x = x + a
-        return x + self.mlp(self.norm2(x)), w
+        m = self.mlp(self.norm2(x := x + (self.layer_scales[0] * a if self.layer_scales else a)))
+        return x + (self.layer_scales[1] * m if self.layer_scales else m), w
 
 
 class VolumeViT(nn.Module):
@@ -159,6 +165,11 @@ class VolumeViT(nn.Module):
         held-out stimuli where ``"shared"`` with CLS stayed at 2.5 % (chance 1 %; BENCHMARKS.md).
     pool : {"cls", "mean"}
         Read the embedding from the CLS token (ViT) or from the mean of the patch tokens (global average pooling).
+    layer_scale : float
+        Initial LayerScale of every block's two branches (0 = off, the paper's plain blocks).  Each pre-norm block
+        normalises every token, noise-only patches included, to unit scale before its attention and MLP, and adds
+        the result back to all tokens; with a small start value the blocks begin as the identity and the encoder as
+        the patch embedding's linear read-out (BENCHMARKS.md).
 
     Attributes
     ----------
@@ -170,7 +181,8 @@ class VolumeViT(nn.Module):
 
     def __init__(self, mask: np.ndarray | Tensor, embed_dim: int, patch_size: int = 14, width: int = 256,
                  depth: int = 12, heads: int = 8, mlp_ratio: float = 4.0, dropout: float = 0.0,
-                 patch_dropout: float = 0.0, patch_embedding: str = "shared", pool: str = "cls"):
+                 patch_dropout: float = 0.0, patch_embedding: str = "shared", pool: str = "cls",
+                 layer_scale: float = 0.0):
         super().__init__()
         mask_np = mask.detach().cpu().numpy() if isinstance(mask, Tensor) else np.asarray(mask)
         if mask_np.ndim != 3:
@@ -189,6 +201,8 @@ class VolumeViT(nn.Module):
             problems.append(f"patch_embedding must be 'shared' or 'per_patch', got {patch_embedding!r}")
         if pool not in ("cls", "mean"):
             problems.append(f"pool must be 'cls' or 'mean', got {pool!r}")
+        if not layer_scale >= 0:
+            problems.append(f"layer_scale must be >= 0, got {layer_scale}")
         if depth < 0 or embed_dim < 1:
             problems.append(f"depth ({depth}) must be >= 0 and embed_dim ({embed_dim}) >= 1")
         if problems:
@@ -212,7 +226,7 @@ class VolumeViT(nn.Module):
         self.positions = nn.Parameter(torch.zeros(1, 1 + len(kept), width))
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         nn.init.trunc_normal_(self.positions, std=0.02)
-        self.blocks = nn.ModuleList(_Block(width, heads, mlp_ratio, dropout) for _ in range(depth))
+        self.blocks = nn.ModuleList(_Block(width, heads, mlp_ratio, dropout, layer_scale) for _ in range(depth))
         self.norm = nn.LayerNorm(width)
         self.proj = nn.Linear(width, embed_dim, bias=False)
 

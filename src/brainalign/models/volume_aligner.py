@@ -56,6 +56,9 @@ class VolumeAlignerConfig:
         :class:`~brainalign.encoders.volume_vit.VolumeViT`.
     pool : {"cls", "mean"}
         Embedding read from the CLS token (paper) or the mean patch token.
+    layer_scale : float
+        Initial LayerScale of the blocks' branches (not in the paper; 0 = off); see
+        :class:`~brainalign.encoders.volume_vit.VolumeViT`.
     mixup_alpha, mixup_frac
         BiMixCo-style input mixup with ``λ ~ Beta(α, α)`` for the first ``mixup_frac`` of the epochs (not in the
         paper; MindEye's remedy for memorisation on small fMRI sets); 0 = off.  See :class:`BrainTargetModule`.
@@ -81,6 +84,7 @@ class VolumeAlignerConfig:
     patch_dropout: float = 0.0
     patch_embedding: str = "shared"
     pool: str = "cls"
+    layer_scale: float = 0.0
     mixup_alpha: float = 0.0
     mixup_frac: float = 1.0
     epochs: int = 150
@@ -117,6 +121,8 @@ class VolumeAlignerConfig:
                             "[0, 1]")
         if self.pool not in ("cls", "mean"):
             problems.append(f"pool must be 'cls' or 'mean', got {self.pool!r}")
+        if not self.layer_scale >= 0:
+            problems.append(f"layer_scale must be >= 0, got {self.layer_scale}")
         if not 0 < self.test_frac < 1:
             problems.append(f"test_frac must be in (0, 1), got {self.test_frac}")
         if problems:
@@ -325,7 +331,8 @@ class VolumeAligner:
         primary = "image" if "image" in target_dims else "text"
         encoder = VolumeViT(mask, embed_dim=target_dims[primary], patch_size=c.patch_size, width=c.width,
                             depth=c.depth, heads=c.heads, mlp_ratio=c.mlp_ratio, dropout=c.dropout,
-                            patch_dropout=c.patch_dropout, patch_embedding=c.patch_embedding, pool=c.pool)
+                            patch_dropout=c.patch_dropout, patch_embedding=c.patch_embedding, pool=c.pool,
+                            layer_scale=c.layer_scale)
         return BrainTargetModule(encoder, target_dims[primary], target_dims, c.weights, c.queue_size,
                                  c.logit_scale, c.train_config(), mixup_alpha=c.mixup_alpha, mixup_frac=c.mixup_frac)
 
