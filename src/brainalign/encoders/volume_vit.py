@@ -133,7 +133,8 @@ class _Block(nn.Module):
     def forward(self, x: Tensor, need_weights: bool = False) -> tuple[Tensor, Tensor | None]:
         h = self.norm1(x)
         a, w = self.attn(h, h, h, need_weights=need_weights, average_attn_weights=False)
-        m = self.mlp(self.norm2(x := x + (self.layer_scales[0] * a if self.layer_scales else a)))
+        x = x + (self.layer_scales[0] * a if self.layer_scales else a)
+        m = self.mlp(self.norm2(x))
         return x + (self.layer_scales[1] * m if self.layer_scales else m), w
 
 
