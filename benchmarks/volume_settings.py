@@ -29,7 +29,8 @@ def main() -> None:
         results = fit_volume_run(cohort, Path(run), config)
         fit_s = json.loads((Path(run) / "timing.json").read_text())[f"fit_{method}_s"]
     split = results["split"]
-    extra = f"alphas {results['ridge_alphas']}" if method == "ridge" else " ".join(items)
+    extra = (f"alphas {results['ridge_alphas']}, centred {results['ridge_centred']}" if method == "ridge"
+             else " ".join(items))
     print(f"{method} ({extra}): fit {fit_s:.1f} s; {split['n_train_scans']} training / {split['n_test_scans']} "
           "test scans")
     for direction, row in results["methods"][method].items():

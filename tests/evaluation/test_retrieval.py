@@ -127,9 +127,11 @@ def test_cli_fit_volume_writes_run_folder(fitted_run):
     row = results["methods"]["vit"]["brain_to_image"]
     assert {"R@1", "R@5", "R@10", "chance@1", "chance@5", "chance@10"} <= set(row)
     assert results["split"]["n_test_stimuli"] == 4 and results["region_mask_voxels"] > 0
+    assert set(results["ridge_centred"]) == {"image", "text"}  # the CV's centring choice per target
     config = yaml.safe_load((fitted_run / "config.yaml").read_text())
     assert config["vit"]["depth"] == 1 and config["vit"]["logit_scale"] == 100.0 and config["methods"] == [
         "vit", "ridge", "mlp"]
+    assert config["vit"]["queued_brain"] is False and config["vit"]["centre"] is True
     for f in ("vit.pt", "mlp.pt", "ridge.npz", "retrieval.html"):
         assert (fitted_run / f).is_file()
     assert "Ablations" in (fitted_run / "retrieval.html").read_text()

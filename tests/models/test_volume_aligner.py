@@ -106,6 +106,58 @@ def test_ridge_baseline(problem, tmp_path):
                                atol=1e-5)
 
 
+def _hub_problem(n_voxels, n_informative, noise, seed=0, n_stim=60):
+    """Targets share a mean direction (as CLIP embeddings do); voxels read the latent in ``n_informative`` of them."""
+    rng = np.random.default_rng(seed)
+    z = rng.standard_normal((n_stim, 4))
+    img = rng.standard_normal(8) + z @ rng.standard_normal((4, 8))
+    img /= np.linalg.norm(img, axis=1, keepdims=True)
+    stim = np.tile(np.arange(n_stim), 2)
+    X = (noise * rng.standard_normal((len(stim), n_voxels))).astype(np.float32)
+    X[:, :n_informative] += 0.5 * z[stim] @ rng.standard_normal((4, n_informative))
+    ids = np.array([f"s{k:03d}" for k in range(n_stim)])
+    return X, ids[stim], np.repeat(["a", "b"], n_stim), (img, ids), img[stim].astype(np.float32), stim >= 40
+
+
+@pytest.mark.parametrize("n_voxels, n_informative, noise, centred", [
+    (20000, 200, 1.0, True),   # weak, sparse signal in many voxels: shrunk predictions crowd round the mean
+    (400, 400, 3.0, False),    # dense signal: keeping the mean ranks better
+])
+def test_ridge_centres_its_predictions_when_cross_validation_says_so(n_voxels, n_informative, noise, centred):
+    X, stim, subj, targets, image, test = _hub_problem(n_voxels, n_informative, noise)
+    ridge = RidgeRetrieval().fit(X[~test], stim[~test], image=image[~test])
+    assert ridge.centred == {"image": centred}
+    m = ridge.models["image"]
+    kept = m.predict(X[test])
+    centred_pred = kept - image[~test].mean(axis=0)
+    expected = centred_pred if centred else kept
+    np.testing.assert_allclose(ridge.embed(X[test]), expected / np.linalg.norm(expected, axis=1, keepdims=True),
+                               atol=1e-5)
+
+    def r1(emb):
+        emb = emb / np.linalg.norm(emb, axis=1, keepdims=True)
+        return retrieval_table({"image": emb.astype(np.float32)}, {"image": targets}, stim[test],
+                               subj[test])["brain_to_image"]["R@1"]
+    chosen, other = (r1(centred_pred), r1(kept)) if centred else (r1(kept), r1(centred_pred))
+    assert chosen >= other
+    if centred:  # the hub case: keeping the mean collapses retrieval
+        assert chosen >= 2 * other
+
+
+def test_ridge_files_without_an_offset_load_uncentred(problem, tmp_path):
+    train, _ = _split(problem)
+    ridge = RidgeRetrieval().fit(problem["X"][train], problem["stim"][train], image=problem["image"][train])
+    path = ridge.save(tmp_path / "ridge.npz")
+    with np.load(path) as data:
+        old = {k: data[k] for k in data.files if not k.endswith("_offset")}
+    np.savez(tmp_path / "old.npz", **old)
+    again = RidgeRetrieval.load(tmp_path / "old.npz")
+    assert again.centred == {"image": False}
+    raw = ridge.models["image"].predict(problem["X"][:3])
+    np.testing.assert_allclose(again.embed(problem["X"][:3]), raw / np.linalg.norm(raw, axis=1, keepdims=True),
+                               atol=1e-5)
+
+
 def test_mlp_baseline_trains_and_round_trips(problem, tmp_path):
     train, test = _split(problem)
     mlp = MLPRetrieval(MLPConfig(hidden=32, n_blocks=1, epochs=8, batch_size=24, lr=1e-3)).fit(
@@ -173,11 +225,12 @@ def test_per_patch_embedding_option_round_trips_and_old_files_load(problem, tmp_
     shared = VolumeAligner(VolumeAlignerConfig(epochs=1, **TINY)).fit(problem["X"][train], problem["mask"],
                                                                       problem["stim"][train], **fit)
     state = torch.load(shared.save(tmp_path / "vit.pt"), weights_only=True)
-    for name in ("patch_embedding", "pool", "mixup_alpha", "mixup_frac", "layer_scale"):
+    for name in ("patch_embedding", "pool", "mixup_alpha", "mixup_frac", "layer_scale", "queued_brain"):
         del state["config"][name]  # as written before the options existed
     torch.save(state, tmp_path / "old.pt")
     old = VolumeAligner.load(tmp_path / "old.pt")
     assert old.config.patch_embedding == "shared" and old.config.mixup_alpha == 0.0 and old.config.layer_scale == 0
+    assert old.config.queued_brain is False  # fields a file lacks take today's defaults
     np.testing.assert_allclose(old.embed(problem["X"][:4]), shared.embed(problem["X"][:4]), atol=1e-6)
     with pytest.raises(BrainAlignError, match="patch_embedding must be"):
         VolumeAlignerConfig(patch_embedding="conv")
@@ -185,6 +238,8 @@ def test_per_patch_embedding_option_round_trips_and_old_files_load(problem, tmp_
         VolumeAlignerConfig(pool="max")
     with pytest.raises(BrainAlignError, match="layer_scale must be >= 0"):
         VolumeAlignerConfig(layer_scale=-1e-4)
+    with pytest.raises(BrainAlignError, match="queued_brain must be true or false"):
+        VolumeAlignerConfig.from_dict({"queued_brain": "maybe"})
 
 
 def test_mixup_mixes_inputs_and_targets_in_training_only(problem):
@@ -256,3 +311,65 @@ def test_ridge_on_row_space_scores_equals_ridge_on_voxels():
     direct = Ridge(alpha=10.0).fit(X.astype(np.float32), y)
     np.testing.assert_allclose(fitted.models["image"].coef_, direct.coef_, rtol=1e-3, atol=1e-5)
     np.testing.assert_allclose(fitted.models["image"].intercept_, direct.intercept_, rtol=1e-3, atol=1e-5)
+
+
+def test_queued_brain_option_reaches_the_loss(problem, monkeypatch):
+    from brainalign.models import volume_aligner
+
+    seen = []
+
+    def spy(*args, **kwargs):
+        seen.append(args[5] if len(args) > 5 else kwargs.get("queued_brain", True))
+        return real(*args, **kwargs)
+
+    real = volume_aligner.queued_info_nce
+    monkeypatch.setattr(volume_aligner, "queued_info_nce", spy)
+    train, _ = _split(problem)
+    model = VolumeAligner(VolumeAlignerConfig(epochs=1, queued_brain=False, text_weight=0.0, **TINY)).fit(
+        problem["X"][train], problem["mask"], problem["stim"][train], image=problem["image"][train])
+    assert model.module.queued_brain is False and seen and not any(seen)
+
+
+def test_centring_subtracts_the_training_mean_and_round_trips(fitted, problem, tmp_path):
+    import torch
+
+    train, _ = _split(problem)
+    module = fitted.module
+    assert fitted.config.centre  # the default
+    centre = module.centre_of("image").clone()
+    module.centre_of("image").zero_()
+    raw_train = fitted.embed(problem["X"][train])
+    raw = fitted.embed(problem["X"][:5])
+    module.centre_of("image").copy_(centre)
+    np.testing.assert_allclose(centre.numpy(), raw_train.mean(axis=0), atol=1e-5)
+    expected = raw - centre.numpy()
+    np.testing.assert_allclose(fitted.embed(problem["X"][:5]), expected / np.linalg.norm(expected, axis=1,
+                                                                                        keepdims=True), atol=1e-5)
+    again = VolumeAligner.load(fitted.save(tmp_path / "vit.pt"))
+    torch.testing.assert_close(again.module.centre_of("image"), centre)
+    # a file written before centring existed: no centre buffers, loads uncentred and says so
+    state = torch.load(tmp_path / "vit.pt", weights_only=True)
+    state["state_dict"] = {k: v for k, v in state["state_dict"].items() if not k.startswith("centre_")}
+    del state["config"]["centre"]
+    torch.save(state, tmp_path / "old.pt")
+    old = VolumeAligner.load(tmp_path / "old.pt")
+    assert old.config.centre is False and not old.module.centre_of("image").any()
+    np.testing.assert_allclose(old.embed(problem["X"][:5]), raw, atol=1e-5)
+    state["state_dict"]["backbone.unknown"] = torch.zeros(1)
+    torch.save(state, tmp_path / "bad.pt")
+    with pytest.raises(BrainAlignError, match="do not match the model"):
+        VolumeAligner.load(tmp_path / "bad.pt")
+    with pytest.raises(BrainAlignError, match="centre must be true or false"):
+        VolumeAlignerConfig.from_dict({"centre": "yes"})
+
+
+def test_uncentred_models_keep_raw_embeddings(problem):
+    train, _ = _split(problem)
+    plain = VolumeAligner(VolumeAlignerConfig(epochs=1, centre=False, text_weight=0.0, **TINY)).fit(
+        problem["X"][train], problem["mask"], problem["stim"][train], image=problem["image"][train])
+    assert not plain.module.centre_of("image").any()
+    mlp = MLPRetrieval(MLPConfig(hidden=16, n_blocks=1, epochs=1, batch_size=24)).fit(
+        problem["X"][train], problem["stim"][train], image=problem["image"][train])
+    assert mlp.module.centre_of("image").any()  # the MLP baseline centres by default too
+    with pytest.raises(BrainAlignError, match="centre must be true or false"):
+        MLPConfig(centre=1)

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from brainalign.errors import BrainAlignError
 from brainalign.objectives.contrastive import clip_loss
-from brainalign.objectives.queue import EmbeddingQueue, queued_info_nce, stimulus_codes
+from brainalign.objectives.queue import EmbeddingQueue, distinct_queued, queued_info_nce, stimulus_codes
 
 
 def test_queue_is_fifo_and_wraps():
@@ -57,6 +57,10 @@ def test_queue_adds_negatives_by_hand():
     c = [-(1 - np.log(np.exp(1) + np.exp(0) + np.exp(0.6))), -(1 - np.log(np.exp(0) + np.exp(1) + np.exp(0.8)))]
     assert got.item() == pytest.approx(0.5 * (np.mean(r) + np.mean(c)), rel=1e-6)
     assert got.item() > queued_info_nce(b, t, torch.tensor([0, 1]), None, logit_scale=1.0).item()
+    # queued_brain=False: the target rows see the batch only, the brain rows still see the queued target
+    c_batch = [-(1 - np.log(np.exp(1) + np.exp(0))), -(1 - np.log(np.exp(0) + np.exp(1)))]
+    targets_only = queued_info_nce(b, t, torch.tensor([0, 1]), q, logit_scale=1.0, queued_brain=False)
+    assert targets_only.item() == pytest.approx(0.5 * (np.mean(r) + np.mean(c_batch)), rel=1e-6)
 
 
 def test_duplicates_are_not_negatives():
@@ -80,6 +84,22 @@ def test_duplicates_are_not_negatives():
     pos = (dup[:, None] == dup[None, :])
     assert queued_info_nce(b, t, dup, None, 100.0).item() == pytest.approx(
         clip_loss(b, t, np.log(100.0), positives=pos).item(), rel=1e-6)
+
+
+def test_each_queued_stimulus_is_one_negative():
+    # oldest first: 3, 4, 3, 9, 4, 1 -> newest 3 (index 2), 9, newest 4 (index 4); 1 is in the batch
+    keep = distinct_queued(torch.tensor([3, 4, 3, 9, 4, 1]), torch.tensor([1, 2]))
+    assert keep.tolist() == [False, False, True, True, True, False]
+    # a stimulus queued three times weighs as much as when queued once (its newest copy)
+    b, t = torch.eye(3)[:2], torch.eye(3)[:2]
+    codes = torch.tensor([0, 1])
+    once, thrice = EmbeddingQueue(8, 3, 3), EmbeddingQueue(8, 3, 3)
+    stale = torch.tensor([[0.6, 0.0, 0.8]])
+    once.enqueue(torch.tensor([[0.0, 0.6, 0.8]]), torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([7]))
+    thrice.enqueue(stale.repeat(2, 1), torch.tensor([[0.8, 0.0, 0.6]]).repeat(2, 1), torch.tensor([7, 7]))
+    thrice.enqueue(torch.tensor([[0.0, 0.6, 0.8]]), torch.tensor([[0.0, 0.0, 1.0]]), torch.tensor([7]))
+    assert queued_info_nce(b, t, codes, thrice, 5.0).item() == pytest.approx(
+        queued_info_nce(b, t, codes, once, 5.0).item(), rel=1e-6)
 
 
 def test_gradient_flows_only_through_batch():

@@ -184,6 +184,7 @@ def fit_volume_run(cohort_dir: Path, out: Path, config: dict[str, Any], say=lamb
             model = RidgeRetrieval(tuple(config["ridge"]["alphas"])).fit(X_train, stim[train], **targets_for(None))
             model.save(out / "ridge.npz")
             results.setdefault("ridge_alphas", model.chosen_alphas)
+            results.setdefault("ridge_centred", model.centred)
         else:
             model = MLPRetrieval(MLPConfig.from_dict(config["mlp"])).fit(X_train, stim[train], **targets_for(None))
             model.save(out / "mlp.pt")

@@ -8,15 +8,18 @@ negatives; in the target→brain direction the queued brain embeddings are.  Que
 frozen, so they never go stale, unlike MoCo's keys).  Queued brain embeddings come from an encoder a few steps
 older; with ``size / batch`` steps of lag (16 at the paper's 4096/256) and a small learning rate this staleness is
 small, the same trade MoCo makes, and without it the target→brain direction would not profit from the queue at
-all.  Gradients flow through the current batch only.
+all.  ``queued_brain=False`` leaves that direction to the batch and queues the exact targets only.  Gradients flow
+through the current batch only.
 
 Duplicates
 ----------
 A stimulus is seen by several subjects and repeated, so two rows can share a stimulus id.  Inside the batch, rows
 with the same stimulus id are positives of each other (multi-positive InfoNCE: the log-likelihood is averaged
-over the positives, as ``brainalign.objectives.contrastive.clip_loss`` does).  Queue entries whose stimulus id
-equals the query's are *excluded* from the softmax (neither positive nor negative): the queued copy of the same
-image must not be pushed away, and counting it as a positive would weight stimuli by how often they were queued.
+over the positives, as ``brainalign.objectives.contrastive.clip_loss`` does).  Every stimulus enters a softmax
+once: queue entries of a stimulus the batch holds are dropped (the batch has its exact target and a fresher brain
+embedding; the queued copy of a row's own image must not be pushed away, and counting it as a positive would weight
+stimuli by how often they were queued), and of several queued entries of one stimulus only the newest is kept (a
+queue longer than the training set would otherwise weight each negative by how often it was queued).
 
 Temperature
 -----------
@@ -34,7 +37,7 @@ from torch import Tensor, nn
 
 from brainalign.errors import BrainAlignError
 
-__all__ = ["CLIP_FINAL_LOGIT_SCALE", "EmbeddingQueue", "queued_info_nce", "stimulus_codes"]
+__all__ = ["CLIP_FINAL_LOGIT_SCALE", "EmbeddingQueue", "distinct_queued", "queued_info_nce", "stimulus_codes"]
 
 CLIP_FINAL_LOGIT_SCALE = 100.0  # exp(logit_scale) at the end of CLIP training (the clamp value)
 
@@ -113,26 +116,22 @@ class EmbeddingQueue(nn.Module):
         self.filled = min(self.size, self.filled + n)
 
 
-def _nll_with_extra(logits: Tensor, positives: Tensor, extra: Tensor | None, extra_same: Tensor | None) -> Tensor:
-    """Multi-positive NLL of rows of ``[logits | extra]``; ``extra_same`` entries are left out of the softmax."""
-    if extra is not None and extra.shape[1] > 0:
-        extra = extra.masked_fill(extra_same, float("-inf"))
-        full = torch.cat([logits, extra], dim=1)
-    else:
-        full = logits
+def _nll_with_extra(logits: Tensor, positives: Tensor, extra: Tensor | None) -> Tensor:
+    """Multi-positive NLL of rows of ``[logits | extra]`` (the ``extra`` columns are negatives only)."""
+    full = torch.cat([logits, extra], dim=1) if extra is not None and extra.shape[1] > 0 else logits
     logp = F.log_softmax(full, dim=1)[:, : logits.shape[1]]
     n_pos = positives.sum(dim=1)
     return (-logp.masked_fill(~positives, 0.0).sum(dim=1) / n_pos).mean()
 
 
 def queued_info_nce(brain: Tensor, target: Tensor, codes: Tensor, queue: EmbeddingQueue | None = None,
-                    logit_scale: float = CLIP_FINAL_LOGIT_SCALE) -> Tensor:
+                    logit_scale: float = CLIP_FINAL_LOGIT_SCALE, queued_brain: bool = True) -> Tensor:
     """Symmetric InfoNCE between brain and target embeddings, with queued negatives and duplicate masking.
 
     ``L = ½ [ mean_i NLL_i(brain_i → [targets of the batch | queued targets]) +
     mean_j NLL_j(target_j → [brains of the batch | queued brains]) ]`` with logits ``logit_scale · cos``.
-    Positives of row i are the batch rows with the same stimulus code; queue entries with that code are dropped
-    from row i's softmax.  The queue is *read* here, not updated: call ``queue.enqueue`` after the loss.
+    Positives of row i are the batch rows with the same stimulus code; queue entries are negatives, once per
+    stimulus (:func:`distinct_queued`).  The queue is *read* here, not updated: call ``queue.enqueue`` after the loss.
 
     Parameters
     ----------
@@ -145,6 +144,9 @@ def queued_info_nce(brain: Tensor, target: Tensor, codes: Tensor, queue: Embeddi
     queue : EmbeddingQueue, optional
     logit_scale : float
         Multiplier of the cosine (fixed; default 100, τ = 0.01).
+    queued_brain : bool
+        Use the queued (stale) brain embeddings as negatives of the target→brain direction; False leaves that
+        direction to the batch and queues only the exact, frozen targets.
 
     Returns
     -------
@@ -164,12 +166,22 @@ def queued_info_nce(brain: Tensor, target: Tensor, codes: Tensor, queue: Embeddi
     t = F.normalize(target.float(), dim=-1)
     logits = logit_scale * b @ t.T
     positives = codes[:, None] == codes[None, :]
-    q_brain = q_target = same = None
+    q_brain = q_target = None
     if queue is not None and len(queue) > 0:
         q_brain, q_target, q_codes = queue.contents()
-        q_brain, q_target = q_brain.to(b), q_target.to(t)
-        same = codes[:, None] == q_codes.to(codes.device)[None, :]
-        q_brain = logit_scale * t @ q_brain.T      # target rows against queued brains
+        keep = distinct_queued(q_codes.to(codes.device), codes)
+        q_brain, q_target = q_brain.to(b)[keep], q_target.to(t)[keep]
+        q_brain = logit_scale * t @ q_brain.T if queued_brain else None  # target rows against queued brains
         q_target = logit_scale * b @ q_target.T    # brain rows against queued targets
-    return 0.5 * (_nll_with_extra(logits, positives, q_target, same)
-                  + _nll_with_extra(logits.T, positives, q_brain, same))
+    return 0.5 * (_nll_with_extra(logits, positives, q_target) + _nll_with_extra(logits.T, positives, q_brain))
+
+
+def distinct_queued(queued_codes: Tensor, batch_codes: Tensor) -> Tensor:
+    """(n,) bool: the queue entries (oldest first) that are negatives — the newest entry of each stimulus the
+    batch (``batch_codes`` (B,)) does not hold."""
+    n = queued_codes.shape[0]
+    _, inverse = torch.unique(queued_codes, return_inverse=True)
+    position = torch.arange(n, device=queued_codes.device)
+    newest = torch.full((int(inverse.max()) + 1,), -1, dtype=torch.long, device=queued_codes.device)
+    newest = newest.scatter_reduce(0, inverse, position, reduce="amax")
+    return (newest[inverse] == position) & ~torch.isin(queued_codes, batch_codes)
