@@ -22,16 +22,17 @@ import torch
 from torch import Tensor, nn
 
 from brainalign.errors import BrainAlignError
+from brainalign.evaluation.metrics import recall_at_k
 from brainalign.utils import config_from_dict
 from brainalign.models.volume_aligner import (
     BrainTargetModule,
-    VolumeRows,
     _load_checkpoint,
     check_training_inputs,
     embed_rows,
+    train_on_rows,
 )
-from brainalign.objectives.queue import CLIP_FINAL_LOGIT_SCALE, stimulus_codes
-from brainalign.training.trainer import TrainConfig, fit_module, seed_everything
+from brainalign.objectives.queue import CLIP_FINAL_LOGIT_SCALE
+from brainalign.training.trainer import TrainConfig, seed_everything
 
 __all__ = ["MLPConfig", "MLPRetrieval", "ResidualMLP", "RidgeRetrieval", "row_space_basis", "stimulus_folds"]
 
@@ -184,7 +185,7 @@ def _top1(pred: np.ndarray, y: np.ndarray, ids: np.ndarray) -> float:
     """Brain→target R@1 of predictions (n, D) among the distinct targets of their stimuli ``ids`` (n,)."""
     _, first, row_of = np.unique(ids, return_index=True, return_inverse=True)
     cand = y[first] / np.maximum(np.linalg.norm(y[first], axis=1, keepdims=True), 1e-12)
-    return float(np.mean(np.argmax(pred @ cand.T, axis=1) == row_of))  # norms of pred do not change the argmax
+    return recall_at_k(pred @ cand.T, row_of, ks=(1,))["R@1"]  # norms of pred do not change a row's ranking
 
 
 def _centring_wins(scores: np.ndarray, y: np.ndarray, ids: np.ndarray, alpha: float,
@@ -274,10 +275,7 @@ class MLPRetrieval:
         ids, targets = check_training_inputs(X, stimulus_ids, {"image": image, "text": text})
         seed_everything(self.config.seed)
         self.module = self._build(X.shape[1], {k: v.shape[1] for k, v in targets.items()})
-        fit_module(self.module, VolumeRows(X, stimulus_codes(ids), targets), self.module.train_config)
-        self.module.eval()
-        if self.config.centre:
-            self.module.fit_centres(X)
+        train_on_rows(self.module, X, ids, targets, self.config.centre)
         return self
 
     def embed_all(self, X: Any, batch_size: int = 256, progress: Any = None) -> dict[str, np.ndarray]:

@@ -32,7 +32,7 @@ from brainalign.objectives.queue import CLIP_FINAL_LOGIT_SCALE, EmbeddingQueue, 
 from brainalign.training.trainer import AlignmentModule, TrainConfig, fit_module, seed_everything
 
 __all__ = ["TARGETS", "BrainTargetModule", "VolumeAligner", "VolumeAlignerConfig", "VolumeRows", "embed_rows",
-           "check_training_inputs"]
+           "check_training_inputs", "train_on_rows"]
 
 TARGETS = ("image", "text")
 
@@ -335,6 +335,17 @@ class BrainTargetModule(AlignmentModule):
         return total, parts
 
 
+def train_on_rows(module: BrainTargetModule, X: Any, stimulus_ids: np.ndarray, targets: Mapping[str, np.ndarray],
+                  centre: bool) -> None:
+    """Train ``module`` on masked rows ``X`` (S, V) with their stimulus ids (S,) and targets {kind: (S, D)}, leave
+    it in eval mode and, when ``centre``, centre its embeddings on those rows
+    (:meth:`BrainTargetModule.fit_centres`)."""
+    fit_module(module, VolumeRows(X, stimulus_codes(stimulus_ids), targets), module.train_config)
+    module.eval()
+    if centre:
+        module.fit_centres(X)
+
+
 @torch.no_grad()
 def embed_rows(module: BrainTargetModule, X: Any, batch_size: int = 64, progress: Any = None) -> dict[str, np.ndarray]:
     """Embeddings of every row of ``X`` (S, V) for every target head: {target: (S, D)} float32, L2-normalised,
@@ -416,10 +427,7 @@ class VolumeAligner:
         targets = {k: v for k, v in targets.items() if self.config.weights[k] > 0}
         seed_everything(self.config.seed)
         self.module = self._build(mask, {k: v.shape[1] for k, v in targets.items()})
-        fit_module(self.module, VolumeRows(X, stimulus_codes(ids), targets), self.module.train_config)
-        self.module.eval()
-        if self.config.centre:
-            self.module.fit_centres(X)
+        train_on_rows(self.module, X, ids, targets, self.config.centre)
         return self
 
     def _require(self) -> BrainTargetModule:
